@@ -1,0 +1,139 @@
+// 2-D convolution: its parameters, the output-size formula, and a plan that runs forward, backward-data,
+// backward-weights and backward-bias through im2col + SGEMM, in parallel over the batch with oneTBB.
+//
+// Notation (used throughout convgemm): N batch, C input channels, H x W input, K output channels (filters),
+// R x S kernel, P x Q output, G groups (each group convolves C/G input channels into K/G output channels).
+//   y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*C/G + c, p*sh + r*dh - pad_top, q*sw + s*dw - pad_left] * w[k,c,r,s]
+// with g = k / (K/G), c < C/G, and x read as zero outside the image. This is a cross-correlation, as in every
+// deep-learning framework; backward-data is then a full convolution of dy with the 180-degree-rotated filter.
+#pragma once
+
+#include <convgemm/tensor.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace convgemm {
+
+struct Stride2d {
+  int64_t height = 1;
+  int64_t width = 1;
+};
+
+struct Dilation2d {
+  int64_t height = 1;
+  int64_t width = 1;
+};
+
+// Zero padding, given per side.
+struct Padding2d {
+  int64_t top = 0;
+  int64_t bottom = 0;
+  int64_t left = 0;
+  int64_t right = 0;
+
+  // No padding: the output shrinks by the kernel's extent minus one.
+  static Padding2d valid() { return {}; }
+  // The same on every side.
+  static Padding2d symmetric(int64_t height, int64_t width) { return {height, height, width, width}; }
+  // TensorFlow's "same": output = ceil(input / stride); an odd total puts the extra pixel bottom/right.
+  static Padding2d same(int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
+                        Stride2d stride = {}, Dilation2d dilation = {});
+};
+
+// The problem, as plain data. Validated when a plan (or a direct convolution) is made from it.
+struct Conv2dParams {
+  int64_t batch = 1;         // N
+  int64_t in_channels = 1;   // C
+  int64_t in_height = 1;     // H
+  int64_t in_width = 1;      // W
+  int64_t out_channels = 1;  // K
+  int64_t kernel_height = 1; // R
+  int64_t kernel_width = 1;  // S
+  Stride2d stride{};
+  Padding2d padding{};
+  Dilation2d dilation{};
+  int64_t groups = 1;  // G; C and K must both be divisible by it. G == C is a depthwise convolution.
+  bool has_bias = false;
+};
+
+// P (or Q) = floor((H + pad_before + pad_after - dilation*(R-1) - 1) / stride) + 1.
+// Returns a value < 1 when the dilated kernel does not fit in the padded input; no validation here.
+int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                           int64_t dilation);
+
+// The tensor shapes a valid problem implies. conv2d_shapes() validates the params and throws convgemm::Error
+// naming the offending parameter: non-positive sizes, a kernel larger than the padded input, channels not
+// divisible by groups, negative padding, products that overflow 64 bits.
+struct Conv2dShapes {
+  Shape4 input;   // {N, C, H, W}
+  Shape4 weights; // {K, C/G, R, S}
+  Shape4 output;  // {N, K, P, Q}
+  int64_t bias;   // K when has_bias, else 0
+};
+Conv2dShapes conv2d_shapes(const Conv2dParams& params);
+
+// The one FLOP convention of convgemm, for every direction: 2*N*K*(C/G)*R*S*P*Q, padded taps included.
+double conv2d_flops(const Conv2dParams& params);
+
+enum class Conv2dDirection { forward, backward_data, backward_weights, backward_bias };
+
+// Whether a gradient call overwrites its output or adds to it (beta = 1), for frameworks that sum gradients.
+enum class GradientMode { overwrite, accumulate };
+
+struct ExecutionOptions {
+  // Worker threads. 0: the concurrency of the TBB arena the plan is created in, and calls run in the caller's
+  // arena. > 0: the plan owns a TBB arena of that many threads and every call runs inside it.
+  int threads = 0;
+};
+
+// Describe once, execute many: a plan validates the problem, fixes the output shape, the execution path
+// (1x1 GEMM-only or im2col) and the workspace size, and then runs any number of calls. Calls are const and
+// may run concurrently from several host threads (each gets its own workspace).
+//
+// Workspace: every call takes an optional caller-supplied workspace of at least workspace_bytes(direction)
+// bytes (float-aligned). Without one, the plan uses buffers from its own pool, allocated on first use and
+// reused afterwards. Nothing is written to any output before all arguments have been checked.
+class Conv2dPlan {
+ public:
+  explicit Conv2dPlan(const Conv2dParams& params, ExecutionOptions options = {});
+  ~Conv2dPlan();
+  Conv2dPlan(Conv2dPlan&&) noexcept;
+  Conv2dPlan& operator=(Conv2dPlan&&) noexcept;
+  Conv2dPlan(const Conv2dPlan&) = delete;
+  Conv2dPlan& operator=(const Conv2dPlan&) = delete;
+
+  const Conv2dParams& params() const;
+  const Conv2dShapes& shapes() const;
+  int64_t output_height() const { return shapes().output[2]; }
+  int64_t output_width() const { return shapes().output[3]; }
+  // Threads the plan splits work over.
+  int threads() const;
+  // False for the 1x1 / stride 1 / no padding / no dilation case, where the input already is the column matrix.
+  bool uses_im2col() const;
+  // Bytes of workspace a call in that direction needs; workspace_bytes() is the largest over all directions.
+  size_t workspace_bytes(Conv2dDirection direction) const;
+  size_t workspace_bytes() const;
+
+  // y = W * im2col(x) + b, one GEMM per sample and group.
+  void forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
+               std::span<std::byte> workspace = {}) const;
+  // dx = col2im(W^T * dy): the full convolution of dy with the 180-degree-rotated filter.
+  void backward_data(ConstTensorView output_grad, ConstTensorView weights, TensorView input_grad,
+                     std::span<std::byte> workspace = {}) const;
+  // dW (+)= sum_n dy_n * im2col(x_n)^T, reduced over fixed batch chunks in a fixed order, so the result is
+  // bitwise the same for any number of threads.
+  void backward_weights(ConstTensorView input, ConstTensorView output_grad, TensorView weights_grad,
+                        GradientMode mode = GradientMode::overwrite, std::span<std::byte> workspace = {}) const;
+  // db (+)= sum over n, p, q of dy[n, k, p, q]; bitwise the same for any number of threads.
+  void backward_bias(ConstTensorView output_grad, std::span<float> bias_grad,
+                     GradientMode mode = GradientMode::overwrite) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace convgemm

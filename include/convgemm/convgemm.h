@@ -1,0 +1,109 @@
+/* convgemm's C ABI: a thin skin over the C++ API for frameworks that embed convgemm. Plain C99 types only;
+ * no exception crosses it. Every function returns a convgemm_status; on failure convgemm_last_error() gives
+ * a message naming the offending parameter (per thread), and no output buffer has been written. */
+#ifndef CONVGEMM_H
+#define CONVGEMM_H
+
+#include <convgemm/version.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define CONVGEMM_API
+#else
+#define CONVGEMM_API __attribute__((visibility("default")))
+#endif
+
+typedef enum convgemm_status {
+  CONVGEMM_SUCCESS = 0,
+  CONVGEMM_INVALID_ARGUMENT = 1, /* a parameter, tensor or buffer is wrong; the message names it */
+  CONVGEMM_UNSUPPORTED = 2,      /* valid, but past a limit such as OpenBLAS's 32-bit GEMM sizes */
+  CONVGEMM_OUT_OF_MEMORY = 3,
+  CONVGEMM_INTERNAL_ERROR = 4,
+  CONVGEMM_STATUS_MAX_ENUM = 0x7FFFFFFF /* keeps the enum 32 bits wide; never returned */
+} convgemm_status;
+
+/* Version of the library actually loaded; compare with CONVGEMM_VERSION_* of the header compiled against. */
+CONVGEMM_API const char* convgemm_version_string(void);
+CONVGEMM_API void convgemm_version(int* major, int* minor, int* patch);
+/* "CONVGEMM_INVALID_ARGUMENT" etc. */
+CONVGEMM_API const char* convgemm_status_name(convgemm_status status);
+/* Message of the last failed call on this thread ("" if none). Valid until the next call on this thread. */
+CONVGEMM_API const char* convgemm_last_error(void);
+
+/* A dense tensor the caller owns: NCHW activations, KCRS weights (K, C/groups, R, S). */
+typedef struct convgemm_tensor {
+  float* data;
+  int64_t dims[4];
+} convgemm_tensor;
+
+typedef struct convgemm_const_tensor {
+  const float* data;
+  int64_t dims[4];
+} convgemm_const_tensor;
+
+/* The problem; see conv2d.hpp for the definition. Start from convgemm_conv2d_params_init(). */
+typedef struct convgemm_conv2d_params {
+  int64_t batch, in_channels, in_height, in_width;
+  int64_t out_channels, kernel_height, kernel_width;
+  int64_t stride_height, stride_width;
+  int64_t pad_top, pad_bottom, pad_left, pad_right;
+  int64_t dilation_height, dilation_width;
+  int64_t groups;
+  int32_t has_bias; /* 0 or 1 */
+} convgemm_conv2d_params;
+
+typedef enum convgemm_conv2d_direction {
+  CONVGEMM_FORWARD = 0,
+  CONVGEMM_BACKWARD_DATA = 1,
+  CONVGEMM_BACKWARD_WEIGHTS = 2,
+  CONVGEMM_BACKWARD_BIAS = 3,
+  CONVGEMM_DIRECTION_MAX_ENUM = 0x7FFFFFFF /* keeps the enum 32 bits wide; not a direction */
+} convgemm_conv2d_direction;
+
+/* All sizes 1, stride 1, dilation 1, groups 1, no padding, no bias. */
+CONVGEMM_API convgemm_status convgemm_conv2d_params_init(convgemm_conv2d_params* params);
+/* Sets the padding to TensorFlow's "same" for the params' sizes, stride and dilation (extra pixel bottom/right). */
+CONVGEMM_API convgemm_status convgemm_conv2d_params_set_same_padding(convgemm_conv2d_params* params);
+
+typedef struct convgemm_conv2d_plan convgemm_conv2d_plan;
+
+/* threads: 0 = the default TBB concurrency; > 0 = the plan runs every call in its own arena of that size. */
+CONVGEMM_API convgemm_status convgemm_conv2d_plan_create(const convgemm_conv2d_params* params, int32_t threads,
+                                                         convgemm_conv2d_plan** plan);
+CONVGEMM_API void convgemm_conv2d_plan_destroy(convgemm_conv2d_plan* plan);
+/* {N, K, P, Q} */
+CONVGEMM_API convgemm_status convgemm_conv2d_output_dims(const convgemm_conv2d_plan* plan, int64_t dims[4]);
+CONVGEMM_API convgemm_status convgemm_conv2d_workspace_size(const convgemm_conv2d_plan* plan,
+                                                            convgemm_conv2d_direction direction, size_t* bytes);
+
+/* workspace: NULL (the plan uses its own) or at least convgemm_conv2d_workspace_size() bytes, float-aligned.
+ * bias: NULL with bias_size 0 when the params have no bias, else K floats. */
+CONVGEMM_API convgemm_status convgemm_conv2d_forward(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
+                                                     convgemm_const_tensor weights, const float* bias,
+                                                     int64_t bias_size, convgemm_tensor output, void* workspace,
+                                                     size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv2d_backward_data(const convgemm_conv2d_plan* plan,
+                                                           convgemm_const_tensor output_grad,
+                                                           convgemm_const_tensor weights, convgemm_tensor input_grad,
+                                                           void* workspace, size_t workspace_bytes);
+/* accumulate: 0 overwrites weights_grad, 1 adds to it. */
+CONVGEMM_API convgemm_status convgemm_conv2d_backward_weights(const convgemm_conv2d_plan* plan,
+                                                              convgemm_const_tensor input,
+                                                              convgemm_const_tensor output_grad,
+                                                              convgemm_tensor weights_grad, int32_t accumulate,
+                                                              void* workspace, size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d_plan* plan,
+                                                           convgemm_const_tensor output_grad, float* bias_grad,
+                                                           int64_t bias_grad_size, int32_t accumulate);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

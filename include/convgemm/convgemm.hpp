@@ -1,0 +1,8 @@
+// The whole C++ API of convgemm in one include.
+#pragma once
+
+#include <convgemm/conv2d.hpp>
+#include <convgemm/direct_conv2d.hpp>
+#include <convgemm/error.hpp>
+#include <convgemm/runtime.hpp>
+#include <convgemm/tensor.hpp>

@@ -1,0 +1,40 @@
+// Direct 2-D convolution: plain loops over the definition in conv2d.hpp, and its two adjoints written out
+// directly (not through im2col). It is the oracle the tests hold the GEMM path to, and the baseline users
+// benchmark against. Overloads for float and for double (the double ones drive the finite-difference checks).
+// All calls overwrite their output; shapes are checked exactly as Conv2dPlan checks them.
+#pragma once
+
+#include <convgemm/conv2d.hpp>
+#include <convgemm/tensor.hpp>
+
+#include <span>
+
+namespace convgemm {
+
+using TensorViewF64 = BasicTensorView<double>;
+using ConstTensorViewF64 = BasicTensorView<const double>;
+
+// y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl] * w[k,c,r,s]
+void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
+                           std::span<const float> bias, TensorView output);
+void direct_conv2d_forward(const Conv2dParams& params, ConstTensorViewF64 input, ConstTensorViewF64 weights,
+                           std::span<const double> bias, TensorViewF64 output);
+
+// dx[n,c,h,w] = sum over (k,r,s) and (p,q) with p*sh + r*dh - pt == h, q*sw + s*dw - pl == w of dy[n,k,p,q]*w[k,c,r,s]
+void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorView output_grad, ConstTensorView weights,
+                                 TensorView input_grad);
+void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorViewF64 output_grad,
+                                 ConstTensorViewF64 weights, TensorViewF64 input_grad);
+
+// dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl]
+void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorView input, ConstTensorView output_grad,
+                                    TensorView weights_grad);
+void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorViewF64 input,
+                                    ConstTensorViewF64 output_grad, TensorViewF64 weights_grad);
+
+// db[k] = sum_{n,p,q} dy[n,k,p,q]
+void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorView output_grad, std::span<float> bias_grad);
+void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorViewF64 output_grad,
+                                 std::span<double> bias_grad);
+
+}  // namespace convgemm

@@ -1,0 +1,218 @@
+// The C ABI: translation only. C structs become C++ views and params, exceptions become a status code plus a
+// thread-local message, and nothing else happens here.
+#include <convgemm/convgemm.h>
+#include <convgemm/convgemm.hpp>
+
+#include <exception>
+#include <new>
+#include <string>
+
+struct convgemm_conv2d_plan {
+  convgemm::Conv2dPlan plan;
+};
+
+namespace {
+
+thread_local std::string last_error_message;
+
+template <class Function>
+convgemm_status translate_errors(Function&& function) noexcept {
+  try {
+    function();
+    return CONVGEMM_SUCCESS;
+  } catch (const convgemm::Error& error) {
+    last_error_message = error.what();
+    return static_cast<convgemm_status>(error.status());
+  } catch (const std::bad_alloc&) {
+    last_error_message = "convgemm: out of memory";
+    return CONVGEMM_OUT_OF_MEMORY;
+  } catch (const std::exception& error) {
+    last_error_message = std::string("convgemm: internal error: ") + error.what();
+    return CONVGEMM_INTERNAL_ERROR;
+  } catch (...) {
+    last_error_message = "convgemm: internal error: unknown exception";
+    return CONVGEMM_INTERNAL_ERROR;
+  }
+}
+
+template <class T>
+T* require_non_null(T* pointer, const char* name) {
+  if (pointer == nullptr) throw convgemm::Error(convgemm::Status::invalid_argument, name, "is null");
+  return pointer;
+}
+
+convgemm::Conv2dParams to_cpp(const convgemm_conv2d_params& p) {
+  if (p.has_bias != 0 && p.has_bias != 1) {
+    throw convgemm::Error(convgemm::Status::invalid_argument, "has_bias", "must be 0 or 1");
+  }
+  return convgemm::Conv2dParams{
+      .batch = p.batch,
+      .in_channels = p.in_channels,
+      .in_height = p.in_height,
+      .in_width = p.in_width,
+      .out_channels = p.out_channels,
+      .kernel_height = p.kernel_height,
+      .kernel_width = p.kernel_width,
+      .stride = {p.stride_height, p.stride_width},
+      .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
+      .dilation = {p.dilation_height, p.dilation_width},
+      .groups = p.groups,
+      .has_bias = p.has_bias == 1,
+  };
+}
+
+convgemm::ConstTensorView to_cpp(convgemm_const_tensor t) {
+  return {t.data, {t.dims[0], t.dims[1], t.dims[2], t.dims[3]}};
+}
+convgemm::TensorView to_cpp(convgemm_tensor t) { return {t.data, {t.dims[0], t.dims[1], t.dims[2], t.dims[3]}}; }
+
+template <class T>
+std::span<T> to_span(T* data, int64_t size, const char* name) {
+  if (size < 0) throw convgemm::Error(convgemm::Status::invalid_argument, name, "size is negative");
+  return {data, static_cast<size_t>(size)};
+}
+
+std::span<std::byte> to_workspace(void* workspace, size_t bytes) {
+  if (workspace == nullptr && bytes != 0) {
+    throw convgemm::Error(convgemm::Status::invalid_argument, "workspace", "is null but workspace_bytes is not 0");
+  }
+  return {static_cast<std::byte*>(workspace), workspace == nullptr ? 0 : bytes};
+}
+
+convgemm::GradientMode to_mode(int32_t accumulate) {
+  if (accumulate != 0 && accumulate != 1) {
+    throw convgemm::Error(convgemm::Status::invalid_argument, "accumulate", "must be 0 or 1");
+  }
+  return accumulate == 1 ? convgemm::GradientMode::accumulate : convgemm::GradientMode::overwrite;
+}
+
+const convgemm::Conv2dPlan& plan_of(const convgemm_conv2d_plan* plan) { return require_non_null(plan, "plan")->plan; }
+
+}  // namespace
+
+extern "C" {
+
+const char* convgemm_version_string(void) { return CONVGEMM_VERSION_STRING; }
+
+void convgemm_version(int* major, int* minor, int* patch) {
+  if (major != nullptr) *major = CONVGEMM_VERSION_MAJOR;
+  if (minor != nullptr) *minor = CONVGEMM_VERSION_MINOR;
+  if (patch != nullptr) *patch = CONVGEMM_VERSION_PATCH;
+}
+
+const char* convgemm_status_name(convgemm_status status) {
+  switch (status) {
+    case CONVGEMM_SUCCESS: return "CONVGEMM_SUCCESS";
+    case CONVGEMM_INVALID_ARGUMENT: return "CONVGEMM_INVALID_ARGUMENT";
+    case CONVGEMM_UNSUPPORTED: return "CONVGEMM_UNSUPPORTED";
+    case CONVGEMM_OUT_OF_MEMORY: return "CONVGEMM_OUT_OF_MEMORY";
+    case CONVGEMM_INTERNAL_ERROR: return "CONVGEMM_INTERNAL_ERROR";
+    case CONVGEMM_STATUS_MAX_ENUM: break;
+  }
+  return "unknown convgemm_status";
+}
+
+const char* convgemm_last_error(void) { return last_error_message.c_str(); }
+
+convgemm_status convgemm_conv2d_params_init(convgemm_conv2d_params* params) {
+  return translate_errors([&] {
+    *require_non_null(params, "params") = convgemm_conv2d_params{
+        .batch = 1, .in_channels = 1, .in_height = 1, .in_width = 1,
+        .out_channels = 1, .kernel_height = 1, .kernel_width = 1,
+        .stride_height = 1, .stride_width = 1,
+        .pad_top = 0, .pad_bottom = 0, .pad_left = 0, .pad_right = 0,
+        .dilation_height = 1, .dilation_width = 1,
+        .groups = 1, .has_bias = 0,
+    };
+  });
+}
+
+convgemm_status convgemm_conv2d_params_set_same_padding(convgemm_conv2d_params* params) {
+  return translate_errors([&] {
+    convgemm_conv2d_params& p = *require_non_null(params, "params");
+    const convgemm::Padding2d same =
+        convgemm::Padding2d::same(p.in_height, p.in_width, p.kernel_height, p.kernel_width,
+                                  {p.stride_height, p.stride_width}, {p.dilation_height, p.dilation_width});
+    convgemm::Conv2dParams checked = to_cpp(p);
+    checked.padding = same;
+    convgemm::conv2d_shapes(checked);  // reject impossible sizes before touching *params
+    p.pad_top = same.top;
+    p.pad_bottom = same.bottom;
+    p.pad_left = same.left;
+    p.pad_right = same.right;
+  });
+}
+
+convgemm_status convgemm_conv2d_plan_create(const convgemm_conv2d_params* params, int32_t threads,
+                                            convgemm_conv2d_plan** plan) {
+  return translate_errors([&] {
+    require_non_null(plan, "plan");
+    const convgemm::Conv2dParams cpp_params = to_cpp(*require_non_null(params, "params"));
+    *plan = new convgemm_conv2d_plan{convgemm::Conv2dPlan(cpp_params, {.threads = threads})};
+  });
+}
+
+void convgemm_conv2d_plan_destroy(convgemm_conv2d_plan* plan) { delete plan; }
+
+convgemm_status convgemm_conv2d_output_dims(const convgemm_conv2d_plan* plan, int64_t dims[4]) {
+  return translate_errors([&] {
+    const convgemm::Shape4& output = plan_of(plan).shapes().output;
+    require_non_null(dims, "dims");
+    for (int i = 0; i < 4; ++i) dims[i] = output[static_cast<size_t>(i)];
+  });
+}
+
+convgemm_status convgemm_conv2d_workspace_size(const convgemm_conv2d_plan* plan, convgemm_conv2d_direction direction,
+                                               size_t* bytes) {
+  return translate_errors([&] {
+    const convgemm::Conv2dPlan& cpp_plan = plan_of(plan);
+    require_non_null(bytes, "bytes");
+    switch (direction) {
+      case CONVGEMM_FORWARD: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::forward); return;
+      case CONVGEMM_BACKWARD_DATA: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_data); return;
+      case CONVGEMM_BACKWARD_WEIGHTS:
+        *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_weights);
+        return;
+      case CONVGEMM_BACKWARD_BIAS: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_bias); return;
+      case CONVGEMM_DIRECTION_MAX_ENUM: break;
+    }
+    throw convgemm::Error(convgemm::Status::invalid_argument, "direction", "is not a convgemm_conv2d_direction");
+  });
+}
+
+convgemm_status convgemm_conv2d_forward(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
+                                        convgemm_const_tensor weights, const float* bias, int64_t bias_size,
+                                        convgemm_tensor output, void* workspace, size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).forward(to_cpp(input), to_cpp(weights), to_span(bias, bias_size, "bias"), to_cpp(output),
+                          to_workspace(workspace, workspace_bytes));
+  });
+}
+
+convgemm_status convgemm_conv2d_backward_data(const convgemm_conv2d_plan* plan, convgemm_const_tensor output_grad,
+                                              convgemm_const_tensor weights, convgemm_tensor input_grad,
+                                              void* workspace, size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).backward_data(to_cpp(output_grad), to_cpp(weights), to_cpp(input_grad),
+                                to_workspace(workspace, workspace_bytes));
+  });
+}
+
+convgemm_status convgemm_conv2d_backward_weights(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
+                                                 convgemm_const_tensor output_grad, convgemm_tensor weights_grad,
+                                                 int32_t accumulate, void* workspace, size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).backward_weights(to_cpp(input), to_cpp(output_grad), to_cpp(weights_grad), to_mode(accumulate),
+                                   to_workspace(workspace, workspace_bytes));
+  });
+}
+
+convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d_plan* plan, convgemm_const_tensor output_grad,
+                                              float* bias_grad, int64_t bias_grad_size, int32_t accumulate) {
+  return translate_errors([&] {
+    plan_of(plan).backward_bias(to_cpp(output_grad), to_span(bias_grad, bias_grad_size, "bias_grad"),
+                                to_mode(accumulate));
+  });
+}
+
+}  // extern "C"

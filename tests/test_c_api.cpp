@@ -1,0 +1,269 @@
+// Every function of the C ABI (convgemm.h): results against the direct oracle, status codes and messages on bad
+// input, and outputs left untouched when a call fails.
+#include "conv2d_tester.hpp"
+
+#include <convgemm/convgemm.h>
+
+#include <cstring>
+
+using namespace convgemm;
+
+namespace {
+
+convgemm_const_tensor c_tensor(const std::vector<float>& v, const Shape4& shape) {
+  return {v.data(), {shape[0], shape[1], shape[2], shape[3]}};
+}
+convgemm_tensor c_tensor(std::vector<float>& v, const Shape4& shape) {
+  return {v.data(), {shape[0], shape[1], shape[2], shape[3]}};
+}
+
+bool last_error_names(const char* parameter) { return std::strstr(convgemm_last_error(), parameter) != nullptr; }
+
+struct PlanDeleter {
+  void operator()(convgemm_conv2d_plan* plan) const { convgemm_conv2d_plan_destroy(plan); }
+};
+using PlanHandle = std::unique_ptr<convgemm_conv2d_plan, PlanDeleter>;
+
+convgemm_conv2d_params example_params() {
+  convgemm_conv2d_params p;
+  REQUIRE(convgemm_conv2d_params_init(&p) == CONVGEMM_SUCCESS);
+  p.batch = 3;
+  p.in_channels = 4;
+  p.in_height = 9;
+  p.in_width = 8;
+  p.out_channels = 6;
+  p.kernel_height = 3;
+  p.kernel_width = 2;
+  p.stride_height = 2;
+  p.dilation_width = 2;
+  p.groups = 2;
+  p.has_bias = 1;
+  REQUIRE(convgemm_conv2d_params_set_same_padding(&p) == CONVGEMM_SUCCESS);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("C ABI: version, status names, params helpers", "[c_api]") {
+  int major = -1, minor = -1, patch = -1;
+  convgemm_version(&major, &minor, &patch);
+  CHECK(major == CONVGEMM_VERSION_MAJOR);
+  CHECK(minor == CONVGEMM_VERSION_MINOR);
+  CHECK(patch == CONVGEMM_VERSION_PATCH);
+  CHECK(std::string(convgemm_version_string()) == CONVGEMM_VERSION_STRING);
+
+  CHECK(std::string(convgemm_status_name(CONVGEMM_SUCCESS)) == "CONVGEMM_SUCCESS");
+  CHECK(std::string(convgemm_status_name(CONVGEMM_INVALID_ARGUMENT)) == "CONVGEMM_INVALID_ARGUMENT");
+  CHECK(std::string(convgemm_status_name(CONVGEMM_UNSUPPORTED)) == "CONVGEMM_UNSUPPORTED");
+  CHECK(std::string(convgemm_status_name(CONVGEMM_OUT_OF_MEMORY)) == "CONVGEMM_OUT_OF_MEMORY");
+  CHECK(std::string(convgemm_status_name(CONVGEMM_INTERNAL_ERROR)) == "CONVGEMM_INTERNAL_ERROR");
+  CHECK(std::string(convgemm_status_name(static_cast<convgemm_status>(99))) == "unknown convgemm_status");
+
+  convgemm_conv2d_params p;
+  std::memset(&p, 0x7f, sizeof p);
+  REQUIRE(convgemm_conv2d_params_init(&p) == CONVGEMM_SUCCESS);
+  CHECK((p.batch == 1 && p.stride_height == 1 && p.dilation_width == 1 && p.groups == 1 && p.pad_top == 0 &&
+         p.has_bias == 0));
+  CHECK(convgemm_conv2d_params_init(nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("params"));
+
+  // 'same' for a 2x2 kernel on 5x5 puts the odd pixel bottom/right.
+  p.in_height = p.in_width = 5;
+  p.kernel_height = p.kernel_width = 2;
+  REQUIRE(convgemm_conv2d_params_set_same_padding(&p) == CONVGEMM_SUCCESS);
+  CHECK((p.pad_top == 0 && p.pad_bottom == 1 && p.pad_left == 0 && p.pad_right == 1));
+  CHECK(convgemm_conv2d_params_set_same_padding(nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  p.stride_width = 0;
+  const convgemm_conv2d_params before = p;
+  CHECK(convgemm_conv2d_params_set_same_padding(&p) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("stride"));
+  CHECK(std::memcmp(&p, &before, sizeof p) == 0);
+}
+
+TEST_CASE("C ABI: plan, workspace query and all four directions match the direct oracle", "[c_api]") {
+  const convgemm_conv2d_params cp = example_params();
+  for (const int32_t threads : {0, 2}) {
+    INFO("threads " << threads);
+    convgemm_conv2d_plan* raw = nullptr;
+    REQUIRE(convgemm_conv2d_plan_create(&cp, threads, &raw) == CONVGEMM_SUCCESS);
+    PlanHandle plan(raw);
+
+    const Conv2dParams params{.batch = cp.batch, .in_channels = cp.in_channels, .in_height = cp.in_height,
+                              .in_width = cp.in_width, .out_channels = cp.out_channels,
+                              .kernel_height = cp.kernel_height, .kernel_width = cp.kernel_width,
+                              .stride = {cp.stride_height, cp.stride_width},
+                              .padding = {cp.pad_top, cp.pad_bottom, cp.pad_left, cp.pad_right},
+                              .dilation = {cp.dilation_height, cp.dilation_width}, .groups = cp.groups,
+                              .has_bias = true};
+    const Conv2dShapes s = conv2d_shapes(params);
+    int64_t dims[4] = {};
+    REQUIRE(convgemm_conv2d_output_dims(plan.get(), dims) == CONVGEMM_SUCCESS);
+    CHECK(Shape4{dims[0], dims[1], dims[2], dims[3]} == s.output);
+
+    const Conv2dPlan cpp_plan(params);
+    // Each direction's query equals the C++ plan's figure; a workspace of the largest serves every call.
+    size_t largest = 0;
+    for (const auto& [direction, cpp_direction] :
+         {std::pair{CONVGEMM_FORWARD, Conv2dDirection::forward},
+          std::pair{CONVGEMM_BACKWARD_DATA, Conv2dDirection::backward_data},
+          std::pair{CONVGEMM_BACKWARD_WEIGHTS, Conv2dDirection::backward_weights},
+          std::pair{CONVGEMM_BACKWARD_BIAS, Conv2dDirection::backward_bias}}) {
+      size_t bytes = 1;
+      REQUIRE(convgemm_conv2d_workspace_size(plan.get(), direction, &bytes) == CONVGEMM_SUCCESS);
+      CHECK(bytes == Conv2dPlan(params, {.threads = threads}).workspace_bytes(cpp_direction));
+      largest = std::max(largest, bytes);
+    }
+    CHECK(largest > 0);
+
+    std::mt19937_64 rng(9);
+    const auto x = convgemm::testing::random_floats(element_count(s.input), rng);
+    const auto w = convgemm::testing::random_floats(element_count(s.weights), rng);
+    const auto b = convgemm::testing::random_floats(s.bias, rng);
+    const auto dy = convgemm::testing::random_floats(element_count(s.output), rng);
+    std::vector<std::byte> workspace(largest);
+
+    // The C calls against the same calls made through the C++ API (itself held to the oracle by test_conv2d):
+    // the C ABI adds no arithmetic, so the results must be bitwise equal. Then one end-to-end oracle check.
+    std::vector<float> y(dy.size()), y_cpp(dy.size());
+    REQUIRE(convgemm_conv2d_forward(plan.get(), c_tensor(x, s.input), c_tensor(w, s.weights), b.data(),
+                                    static_cast<int64_t>(b.size()), c_tensor(y, s.output), nullptr,
+                                    0) == CONVGEMM_SUCCESS);
+    cpp_plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y_cpp.data(), s.output});
+    CHECK(y == y_cpp);
+    std::vector<double> y_exact(y.size());
+    const auto xd = convgemm::testing::to_double(x), wd = convgemm::testing::to_double(w),
+               bd = convgemm::testing::to_double(b);
+    direct_conv2d_forward(params, ConstTensorViewF64{xd.data(), s.input}, ConstTensorViewF64{wd.data(), s.weights},
+                          bd, TensorViewF64{y_exact.data(), s.output});
+    for (size_t i = 0; i < y.size(); ++i) REQUIRE(std::fabs(y[i] - y_exact[i]) <= 1e-5 * (1 + std::fabs(y_exact[i])));
+
+    std::vector<float> dx(x.size()), dx_cpp(x.size());
+    REQUIRE(convgemm_conv2d_backward_data(plan.get(), c_tensor(dy, s.output), c_tensor(w, s.weights),
+                                          c_tensor(dx, s.input), workspace.data(),
+                                          workspace.size()) == CONVGEMM_SUCCESS);
+    cpp_plan.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {dx_cpp.data(), s.input});
+    CHECK(dx == dx_cpp);
+
+    std::vector<float> dw(w.size()), dw_cpp(w.size());
+    REQUIRE(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, s.input), c_tensor(dy, s.output),
+                                             c_tensor(dw, s.weights), 0, workspace.data(),
+                                             workspace.size()) == CONVGEMM_SUCCESS);
+    cpp_plan.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw_cpp.data(), s.weights});
+    CHECK(dw == dw_cpp);
+    REQUIRE(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, s.input), c_tensor(dy, s.output),
+                                             c_tensor(dw, s.weights), 1, nullptr, 0) == CONVGEMM_SUCCESS);
+    cpp_plan.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw_cpp.data(), s.weights},
+                              GradientMode::accumulate);
+    CHECK(dw == dw_cpp);
+
+    std::vector<float> db(b.size()), db_cpp(b.size());
+    REQUIRE(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, s.output), db.data(),
+                                          static_cast<int64_t>(db.size()), 0) == CONVGEMM_SUCCESS);
+    cpp_plan.backward_bias({dy.data(), s.output}, db_cpp);
+    CHECK(db == db_cpp);
+    REQUIRE(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, s.output), db.data(),
+                                          static_cast<int64_t>(db.size()), 1) == CONVGEMM_SUCCESS);
+    cpp_plan.backward_bias({dy.data(), s.output}, db_cpp, GradientMode::accumulate);
+    CHECK(db == db_cpp);
+  }
+  convgemm_conv2d_plan_destroy(nullptr);  // a no-op, like free(NULL)
+}
+
+TEST_CASE("C ABI: bad input returns a status and a message naming it, and writes nothing", "[c_api][errors]") {
+  convgemm_conv2d_params cp = example_params();
+  convgemm_conv2d_plan* raw = nullptr;
+  CHECK(convgemm_conv2d_plan_create(nullptr, 0, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("params"));
+  CHECK(convgemm_conv2d_plan_create(&cp, 0, nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("plan"));
+  CHECK(convgemm_conv2d_plan_create(&cp, -2, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("threads"));
+
+  convgemm_conv2d_params bad = cp;
+  bad.kernel_height = 50;
+  CHECK(convgemm_conv2d_plan_create(&bad, 0, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("kernel_height"));
+  bad = cp;
+  bad.has_bias = 2;
+  CHECK(convgemm_conv2d_plan_create(&bad, 0, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("has_bias"));
+  bad = cp;
+  bad.in_channels = 5;
+  CHECK(convgemm_conv2d_plan_create(&bad, 0, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("in_channels"));
+  bad = cp;
+  bad.batch = INT64_MAX / 2;
+  CHECK(convgemm_conv2d_plan_create(&bad, 0, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("input size"));
+  REQUIRE(convgemm_conv2d_params_init(&bad) == CONVGEMM_SUCCESS);
+  bad.in_height = bad.in_width = 70000;
+  CHECK(convgemm_conv2d_plan_create(&bad, 0, &raw) == CONVGEMM_UNSUPPORTED);
+  CHECK(last_error_names("output_height * output_width"));
+  CHECK(raw == nullptr);
+
+  REQUIRE(convgemm_conv2d_plan_create(&cp, 0, &raw) == CONVGEMM_SUCCESS);
+  PlanHandle plan(raw);
+  int64_t dims[4];
+  CHECK(convgemm_conv2d_output_dims(nullptr, dims) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("plan"));
+  CHECK(convgemm_conv2d_output_dims(plan.get(), nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("dims"));
+  size_t bytes = 0;
+  CHECK(convgemm_conv2d_workspace_size(plan.get(), static_cast<convgemm_conv2d_direction>(7), &bytes) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("direction"));
+  CHECK(convgemm_conv2d_workspace_size(plan.get(), CONVGEMM_FORWARD, nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("bytes"));
+
+  REQUIRE(convgemm_conv2d_output_dims(plan.get(), dims) == CONVGEMM_SUCCESS);
+  const Shape4 input{cp.batch, cp.in_channels, cp.in_height, cp.in_width};
+  const Shape4 weights{cp.out_channels, cp.in_channels / cp.groups, cp.kernel_height, cp.kernel_width};
+  const Shape4 output{dims[0], dims[1], dims[2], dims[3]};
+  const std::vector<float> x(static_cast<size_t>(element_count(input)), 1.0f);
+  const std::vector<float> w(static_cast<size_t>(element_count(weights)), 1.0f);
+  const std::vector<float> b(static_cast<size_t>(cp.out_channels), 1.0f);
+  const std::vector<float> dy(static_cast<size_t>(element_count(output)), 1.0f);
+  constexpr float sentinel = -7.0f;
+  std::vector<float> y(dy.size(), sentinel), dx(x.size(), sentinel), dw(w.size(), sentinel), db(b.size(), sentinel);
+  float workspace[4];
+  const Shape4 wrong{1, 1, 1, 1};
+  const int64_t bias_size = cp.out_channels;
+
+  CHECK(convgemm_conv2d_forward(nullptr, c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
+                                c_tensor(y, output), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("plan"));
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
+                                c_tensor(y, wrong), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output"));
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), -1,
+                                c_tensor(y, output), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("bias"));
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), nullptr, bias_size,
+                                c_tensor(y, output), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("bias"));
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
+                                c_tensor(y, output), nullptr, 64) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("workspace"));
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
+                                c_tensor(y, output), workspace, sizeof workspace) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("workspace"));
+  CHECK(convgemm_conv2d_backward_data(plan.get(), c_tensor(dy, output), c_tensor(w, wrong), c_tensor(dx, input),
+                                      nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("weights"));
+  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, input), c_tensor(dy, output), c_tensor(dw, weights),
+                                         2, nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("accumulate"));
+  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, wrong), c_tensor(dy, output), c_tensor(dw, weights),
+                                         0, nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("input"));
+  CHECK(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, output), db.data(), 2, 0) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("bias_grad"));
+  CHECK(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, output), db.data(), bias_size, 3) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("accumulate"));
+
+  for (const auto* buffer : {&y, &dx, &dw, &db}) {
+    for (const float v : *buffer) REQUIRE(v == sentinel);
+  }
+}

@@ -1,0 +1,72 @@
+// dW and db must be bitwise identical whatever the thread count: the plan reduces partial weight gradients over
+// fixed batch chunks in a fixed order, and sums each bias channel sequentially.
+#include "conv2d_tester.hpp"
+
+#include <oneapi/tbb/task_arena.h>
+
+#include <cstring>
+
+using namespace convgemm;
+
+namespace {
+
+struct Gradients {
+  std::vector<float> weights_grad, bias_grad;
+};
+
+Gradients gradients(const Conv2dPlan& plan, const std::vector<float>& input, const std::vector<float>& output_grad) {
+  const Conv2dShapes& shapes = plan.shapes();
+  Gradients result{std::vector<float>(static_cast<size_t>(element_count(shapes.weights))),
+                   std::vector<float>(static_cast<size_t>(shapes.bias))};
+  plan.backward_weights({input.data(), shapes.input}, {output_grad.data(), shapes.output},
+                        {result.weights_grad.data(), shapes.weights});
+  plan.backward_bias({output_grad.data(), shapes.output}, result.bias_grad);
+  return result;
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "[conv2d][determinism]") {
+  const std::vector<Conv2dParams> problems = {
+      // many samples of >= 256 output pixels: one sample per chunk, several waves
+      {.batch = 13, .in_channels = 5, .in_height = 20, .in_width = 18, .out_channels = 7, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      // small images: several samples per chunk
+      {.batch = 23, .in_channels = 8, .in_height = 7, .in_width = 7, .out_channels = 16, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 2, .has_bias = true},
+      // 1x1 fast path
+      {.batch = 11, .in_channels = 12, .in_height = 9, .in_width = 10, .out_channels = 6, .has_bias = true},
+  };
+  for (const Conv2dParams& params : problems) {
+    INFO(convgemm::testing::describe(params));
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    std::mt19937_64 rng(3);
+    // Values spanning several orders of magnitude make any change of summation order visible in the last bits.
+    auto input = convgemm::testing::random_floats(element_count(shapes.input), rng);
+    auto output_grad = convgemm::testing::random_floats(element_count(shapes.output), rng);
+    for (size_t i = 0; i < output_grad.size(); ++i) output_grad[i] *= std::ldexp(1.0f, static_cast<int>(i % 17) - 8);
+
+    const Gradients reference = gradients(Conv2dPlan(params, {.threads = 1}), input, output_grad);
+    for (const int threads : {2, 3, 8}) {
+      INFO("plan with its own arena of " << threads << " threads");
+      const Gradients result = gradients(Conv2dPlan(params, {.threads = threads}), input, output_grad);
+      CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
+      CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
+    }
+    for (const int threads : {1, 2, 3, 8}) {
+      INFO("default plan made and run inside a caller's arena of " << threads << " threads");
+      oneapi::tbb::task_arena arena(threads);
+      arena.execute([&] {
+        const Conv2dPlan plan(params);
+        CHECK(plan.threads() == threads);
+        const Gradients result = gradients(plan, input, output_grad);
+        CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
+        CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
+      });
+    }
+  }
+}
