@@ -2,6 +2,7 @@
 // the 1x1 fast path, caller-supplied workspaces, and concurrent calls on one plan from several host threads.
 #include "conv2d_tester.hpp"
 
+#include <optional>
 #include <thread>
 
 using namespace convgemm;
@@ -37,14 +38,22 @@ TEST_CASE("conv2d: im2col+GEMM matches the direct oracle on 600 random problems"
   CHECK(padded >= 300);
 }
 
-TEST_CASE("conv2d: the 1x1 fast path skips im2col and needs no workspace for forward and backward-data", "[conv2d]") {
-  Conv2dParams params{.batch = 3, .in_channels = 16, .in_height = 7, .in_width = 5, .out_channels = 12,
+TEST_CASE("conv2d: the 1x1 fast path skips im2col; on images of a tile or more it needs no workspace",
+          "[conv2d]") {
+  Conv2dParams params{.batch = 3, .in_channels = 16, .in_height = 16, .in_width = 17, .out_channels = 12,
                       .kernel_height = 1, .kernel_width = 1, .groups = 4, .has_bias = true};
   const Conv2dPlan plan(params);
   CHECK_FALSE(plan.uses_im2col());
   CHECK(plan.workspace_bytes(Conv2dDirection::forward) == 0);
   CHECK(plan.workspace_bytes(Conv2dDirection::backward_data) == 0);
   Conv2dTester(params, 7).check(plan);
+
+  // Small images are laid side by side in one GEMM, which needs a gather buffer.
+  params.in_height = params.in_width = 5;
+  const Conv2dPlan small(params);
+  CHECK_FALSE(small.uses_im2col());
+  CHECK(small.workspace_bytes(Conv2dDirection::forward) > 0);
+  Conv2dTester(params, 8).check(small);
 
   // Dilation does not matter for a 1x1 kernel, but stride or padding does.
   params.dilation = {2, 3};
@@ -98,4 +107,50 @@ TEST_CASE("conv2d: concurrent calls on one plan from several host threads", "[co
   }
   for (auto& thread : threads) thread.join();
   for (const auto& result : results) CHECK(result == expected);
+}
+
+TEST_CASE("conv2d: every thread count, parallelism policy and workspace cap computes the same convolution",
+          "[conv2d][threading]") {
+  const std::vector<Conv2dParams> problems = {
+      // one sample, many pixels: tiles within the sample
+      {.batch = 1, .in_channels = 6, .in_height = 40, .in_width = 37, .out_channels = 9, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      // two samples, strided and dilated
+      {.batch = 2, .in_channels = 4, .in_height = 33, .in_width = 30, .out_channels = 6, .kernel_height = 3,
+       .kernel_width = 2, .stride = {2, 1}, .padding = {1, 0, 2, 1}, .dilation = {1, 2}, .groups = 2},
+      // small images: several samples per tile
+      {.batch = 7, .in_channels = 12, .in_height = 6, .in_width = 5, .out_channels = 8, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 2, .has_bias = true},
+      // 1x1 over a large image
+      {.batch = 2, .in_channels = 10, .in_height = 30, .in_width = 21, .out_channels = 7, .has_bias = true},
+      // depthwise with a channel multiplier
+      {.batch = 3, .in_channels = 5, .in_height = 17, .in_width = 16, .out_channels = 10, .kernel_height = 3,
+       .kernel_width = 3, .stride = {2, 2}, .padding = Padding2d::symmetric(1, 1), .groups = 5, .has_bias = true},
+  };
+  int capped = 0;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Conv2dParams& params = problems[i];
+    const size_t uncapped_bytes = Conv2dPlan(params).workspace_bytes();
+    for (const int threads : {1, 2, 3}) {
+      for (const Parallelism parallelism :
+           {Parallelism::automatic, Parallelism::across_batch, Parallelism::within_sample}) {
+        for (const size_t cap : {size_t{0}, uncapped_bytes / 3}) {
+          INFO("threads " << threads << ", parallelism " << static_cast<int>(parallelism) << ", cap " << cap);
+          std::optional<Conv2dPlan> plan;
+          try {
+            plan.emplace(params, ExecutionOptions{threads, parallelism, cap});
+          } catch (const Error& error) {
+            REQUIRE(error.parameter() == "workspace_limit_bytes");  // the only acceptable refusal
+            continue;
+          }
+          if (cap > 0) {
+            CHECK(plan->workspace_bytes() <= cap);
+            ++capped;
+          }
+          Conv2dTester(params, 300 + i).check(*plan, /*caller_workspace=*/threads == 2);
+        }
+      }
+    }
+  }
+  CHECK(capped >= 20);  // most caps are feasible: the tiles really do shrink
 }

@@ -40,6 +40,12 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
        .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 2, .has_bias = true},
       // 1x1 fast path
       {.batch = 11, .in_channels = 12, .in_height = 9, .in_width = 10, .out_channels = 6, .has_bias = true},
+      // one large sample, channel blocks (C/G*R*S >= 1024) and several pixel tiles
+      {.batch = 2, .in_channels = 128, .in_height = 24, .in_width = 20, .out_channels = 8, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      // depthwise
+      {.batch = 6, .in_channels = 8, .in_height = 12, .in_width = 12, .out_channels = 16, .kernel_height = 3,
+       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 8, .has_bias = true},
   };
   for (const Conv2dParams& params : problems) {
     INFO(convgemm::testing::describe(params));
@@ -56,6 +62,25 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
       const Gradients result = gradients(Conv2dPlan(params, {.threads = threads}), input, output_grad);
       CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
       CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
+    }
+    for (const int threads : {2, 3, 8}) {
+      INFO("within-sample parallelism, " << threads << " threads");
+      const Gradients result =
+          gradients(Conv2dPlan(params, {.threads = threads, .parallelism = Parallelism::within_sample}), input,
+                    output_grad);
+      CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
+      CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
+    }
+    // Under a workspace cap the tiles are narrower (a different, but again thread-independent, sum).
+    const size_t cap = Conv2dPlan(params).workspace_bytes() / 2;
+    const Gradients capped_reference =
+        gradients(Conv2dPlan(params, {.threads = 1, .workspace_limit_bytes = cap}), input, output_grad);
+    for (const int threads : {2, 3, 8}) {
+      INFO("workspace cap " << cap << ", " << threads << " threads");
+      const Gradients result =
+          gradients(Conv2dPlan(params, {.threads = threads, .workspace_limit_bytes = cap}), input, output_grad);
+      CHECK(bitwise_equal(result.weights_grad, capped_reference.weights_grad));
+      CHECK(bitwise_equal(result.bias_grad, capped_reference.bias_grad));
     }
     for (const int threads : {1, 2, 3, 8}) {
       INFO("default plan made and run inside a caller's arena of " << threads << " threads");

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 namespace convgemm {
 
@@ -83,15 +84,31 @@ enum class Conv2dDirection { forward, backward_data, backward_weights, backward_
 // Whether a gradient call overwrites its output or adds to it (beta = 1), for frameworks that sum gradients.
 enum class GradientMode { overwrite, accumulate };
 
+// How a call spreads over the threads. Every choice computes the same result (dW and db bitwise).
+enum class Parallelism {
+  automatic,      // across the batch when it gives every thread work, else within each sample
+  across_batch,   // each thread takes whole samples (or groups of small samples)
+  within_sample,  // samples one after another, each split over all threads (pixel tiles or channel blocks)
+};
+
 struct ExecutionOptions {
   // Worker threads. 0: the concurrency of the TBB arena the plan is created in, and calls run in the caller's
   // arena. > 0: the plan owns a TBB arena of that many threads and every call runs inside it.
   int threads = 0;
+  Parallelism parallelism = Parallelism::automatic;
+  // Upper bound on workspace_bytes(); 0 means none. Under a cap the plan uses narrower pixel tiles; a cap
+  // smaller than the narrowest tiling needs is an Error naming workspace_limit_bytes.
+  size_t workspace_limit_bytes = 0;
 };
 
 // Describe once, execute many: a plan validates the problem, fixes the output shape, the execution path
-// (1x1 GEMM-only or im2col) and the workspace size, and then runs any number of calls. Calls are const and
-// may run concurrently from several host threads (each gets its own workspace).
+// (im2col + GEMM, GEMM on the input for 1x1, or the direct depthwise kernel), the pixel tiling and the
+// workspace size, and then runs any number of calls. Calls are const and may run concurrently from several
+// host threads (each gets its own workspace).
+//
+// Tiling: im2col writes the column matrix of a tile of output pixels, sized so that it fits in half the L2
+// cache, and the GEMM consumes it tile by tile. Images smaller than a tile are laid side by side, several
+// samples per GEMM, so that small feature maps (7x7, 14x14) still make wide GEMMs.
 //
 // Workspace: every call takes an optional caller-supplied workspace of at least workspace_bytes(direction)
 // bytes (float-aligned). Without one, the plan uses buffers from its own pool, allocated on first use and
@@ -111,8 +128,11 @@ class Conv2dPlan {
   int64_t output_width() const { return shapes().output[3]; }
   // Threads the plan splits work over.
   int threads() const;
-  // False for the 1x1 / stride 1 / no padding / no dilation case, where the input already is the column matrix.
+  // False for the 1x1 / stride 1 / no padding case (the input already is the column matrix) and for depthwise
+  // convolutions (direct kernel).
   bool uses_im2col() const;
+  // One line on the chosen path, tiling and threading, for logs and benchmark reports.
+  std::string describe() const;
   // Bytes of workspace a call in that direction needs; workspace_bytes() is the largest over all directions.
   size_t workspace_bytes(Conv2dDirection direction) const;
   size_t workspace_bytes() const;

@@ -1,7 +1,7 @@
 // im2col and col2im share one traversal: for each tap (c, r, s) and output row p, the output columns q whose
-// input column q*sw + s*dw - pad_left falls inside the image form one contiguous range [q_begin, q_end);
-// outside it the column matrix holds zeros (padding). Computing the range once per row keeps the inner loops
-// branch-free, so they vectorise for stride 1.
+// input column falls inside the image form one contiguous range (valid_columns); outside it the column matrix
+// holds zeros (padding). Computing the range once per tap keeps the inner loops branch-free, so they vectorise
+// for stride 1. Index arithmetic rather than shifted pointers: the input offset may be negative (left padding).
 #include "kernels/im2col.hpp"
 
 #include <algorithm>
@@ -17,23 +17,22 @@ int64_t first_output_at_or_past(int64_t target, int64_t offset, int64_t stride, 
   return std::min(limit, (distance + stride - 1) / stride);
 }
 
-// Calls row(c, input_row or -1 when the row is padding, valid q range, input column offset, col row pointer
-// offset) for every (tap, output row) pair.
+// Calls row(c, r, s, p, q_from, q_to, col_column) for every tap and every output row p that the pixel range
+// [pixel_begin, pixel_end) touches, where [q_from, q_to) is the part of row p inside the range and col_column
+// the column of (p, q_from) in the tile.
 template <class RowFunction>
-void for_each_tap_row(const ImageGeometry& g, RowFunction&& row) {
-  const int64_t output_pixels = g.col_cols();
+void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel_end, RowFunction&& row) {
+  const int64_t Q = g.output_width;
+  const int64_t p_first = pixel_begin / Q;
+  const int64_t p_last = (pixel_end - 1) / Q;
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const int64_t col_row = (c * g.kernel_height + r) * g.kernel_width + s;
-        const int64_t column_offset = s * g.dilation_width - g.pad_left;  // input column of q = 0
-        const int64_t q_begin = first_output_at_or_past(0, column_offset, g.stride_width, g.output_width);
-        const int64_t q_end =
-            std::max(q_begin, first_output_at_or_past(g.width, column_offset, g.stride_width, g.output_width));
-        for (int64_t p = 0; p < g.output_height; ++p) {
-          const int64_t h = p * g.stride_height + r * g.dilation_height - g.pad_top;
-          const int64_t input_row = (h >= 0 && h < g.height) ? c * g.height + h : -1;
-          row(col_row * output_pixels + p * g.output_width, input_row, q_begin, q_end, column_offset);
+        for (int64_t p = p_first; p <= p_last; ++p) {
+          const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
+          const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
+          row(col_row, c, r, s, p, q_from, q_to, p * Q + q_from - pixel_begin);
         }
       }
     }
@@ -42,42 +41,61 @@ void for_each_tap_row(const ImageGeometry& g, RowFunction&& row) {
 
 }  // namespace
 
-void im2col(const ImageGeometry& g, const float* image, float* col) {
-  const int64_t stride = g.stride_width;
-  const int64_t width = g.output_width;
-  for_each_tap_row(g, [&](int64_t col_offset, int64_t input_row, int64_t q_begin, int64_t q_end,
-                          int64_t column_offset) {
-    float* dst = col + col_offset;
-    if (input_row < 0 || q_begin == q_end) {  // the whole row reads padding
-      std::fill(dst, dst + width, 0.0f);
-      return;
-    }
-    // Index arithmetic rather than a shifted pointer: column_offset may be negative (left padding).
-    const int64_t row_start = input_row * g.width + column_offset;
-    std::fill(dst, dst + q_begin, 0.0f);
-    if (stride == 1) {
-      std::memcpy(dst + q_begin, image + row_start + q_begin, static_cast<size_t>(q_end - q_begin) * sizeof(float));
-    } else {
-      for (int64_t q = q_begin; q < q_end; ++q) dst[q] = image[row_start + q * stride];
-    }
-    std::fill(dst + q_end, dst + width, 0.0f);
-  });
+ValidColumns valid_columns(const ImageGeometry& g, int64_t s) {
+  const int64_t offset = s * g.dilation_width - g.pad_left;
+  const int64_t first = first_output_at_or_past(0, offset, g.stride_width, g.output_width);
+  const int64_t last = std::max(first, first_output_at_or_past(g.width, offset, g.stride_width, g.output_width));
+  return {first, last, offset};
 }
 
-void col2im_accumulate(const ImageGeometry& g, const float* col, float* image) {
+void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
+            int64_t col_stride) {
   const int64_t stride = g.stride_width;
-  for_each_tap_row(g, [&](int64_t col_offset, int64_t input_row, int64_t q_begin, int64_t q_end,
-                          int64_t column_offset) {
-    if (input_row < 0 || q_end == q_begin) return;  // the tap read padding: its gradient goes nowhere
-    const float* src = col + col_offset;
-    const int64_t row_start = input_row * g.width + column_offset;
-    if (stride == 1) {
-      float* dst = image + row_start + q_begin;
-      for (int64_t q = q_begin; q < q_end; ++q) dst[q - q_begin] += src[q];
-    } else {
-      for (int64_t q = q_begin; q < q_end; ++q) image[row_start + q * stride] += src[q];
-    }
-  });
+  for_each_tap_row(g, pixel_begin, pixel_end,
+                   [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,
+                       int64_t col_column) {
+                     float* dst = col + col_row * col_stride + col_column;  // dst[q - q_from] is pixel (p, q)
+                     const int64_t h = input_row(g, p, r);
+                     const ValidColumns valid = valid_columns(g, s);
+                     const int64_t first = std::clamp(valid.first, q_from, q_to);
+                     const int64_t last = std::clamp(valid.last, first, q_to);
+                     if (h < 0 || first == last) {
+                       std::fill(dst, dst + (q_to - q_from), 0.0f);
+                       return;
+                     }
+                     const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
+                     std::fill(dst, dst + (first - q_from), 0.0f);
+                     if (stride == 1) {
+                       std::memcpy(dst + (first - q_from), image + row_start + first,
+                                   static_cast<size_t>(last - first) * sizeof(float));
+                     } else {
+                       for (int64_t q = first; q < last; ++q) dst[q - q_from] = image[row_start + q * stride];
+                     }
+                     std::fill(dst + (last - q_from), dst + (q_to - q_from), 0.0f);
+                   });
+}
+
+void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
+                       int64_t pixel_end, float* image) {
+  const int64_t stride = g.stride_width;
+  for_each_tap_row(g, pixel_begin, pixel_end,
+                   [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,
+                       int64_t col_column) {
+                     const int64_t h = input_row(g, p, r);
+                     const ValidColumns valid = valid_columns(g, s);
+                     const int64_t first = std::clamp(valid.first, q_from, q_to);
+                     const int64_t last = std::clamp(valid.last, first, q_to);
+                     if (h < 0 || first == last) return;  // the tap read padding: its gradient goes nowhere
+                     const float* src = col + col_row * col_stride + col_column;  // src[q - q_from] is (p, q)
+                     const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
+                     if (stride == 1) {
+                       float* dst = image + row_start + first;
+                       const float* from = src + (first - q_from);
+                       for (int64_t i = 0; i < last - first; ++i) dst[i] += from[i];
+                     } else {
+                       for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];
+                     }
+                   });
 }
 
 }  // namespace convgemm::kernels

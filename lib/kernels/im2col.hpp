@@ -1,7 +1,10 @@
-// im2col / col2im for one image (one sample, one group): the lowering that turns a convolution into a GEMM.
-// The column matrix has one row per kernel tap (c, r, s) and one column per output pixel (p, q):
+// im2col / col2im for one image (one sample, one group or channel block): the lowering that turns a convolution
+// into a GEMM. The column matrix has one row per kernel tap (c, r, s) and one column per output pixel (p, q):
 //   col[(c*R + r)*S + s][p*Q + q] = x[c][p*sh + r*dh - pad_top][q*sw + s*dw - pad_left]   (0 outside x)
-// col2im is its adjoint: it adds every column entry back onto the input pixel it was read from.
+// Both work on a range of output pixels [pixel_begin, pixel_end) of the image, written to (read from) columns
+// 0 .. pixel_end - pixel_begin of a column matrix with leading dimension col_stride: that is how the plans tile
+// the pixels of one sample, or lay several small samples side by side in one GEMM.
+// col2im is the adjoint of im2col: it adds every column entry back onto the input pixel it was read from.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +12,7 @@
 namespace convgemm::kernels {
 
 struct ImageGeometry {
-  int64_t channels;  // of this group
+  int64_t channels;  // of this group (or channel block)
   int64_t height, width;
   int64_t kernel_height, kernel_width;
   int64_t stride_height, stride_width;
@@ -17,14 +20,31 @@ struct ImageGeometry {
   int64_t dilation_height, dilation_width;
   int64_t output_height, output_width;
 
-  int64_t col_rows() const { return channels * kernel_height * kernel_width; }
-  int64_t col_cols() const { return output_height * output_width; }
+  int64_t taps() const { return kernel_height * kernel_width; }
+  int64_t col_rows() const { return channels * taps(); }
+  int64_t output_pixels() const { return output_height * output_width; }
 };
 
-// col (col_rows x col_cols) = im2col(image (channels x height x width))
-void im2col(const ImageGeometry& geometry, const float* image, float* col);
+// col[:, 0 : pixel_end - pixel_begin] = im2col(image)[:, pixel_begin : pixel_end]
+void im2col(const ImageGeometry& geometry, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
+            int64_t col_stride);
 
-// image += col2im(col). The caller zeroes image first when it wants the plain adjoint.
-void col2im_accumulate(const ImageGeometry& geometry, const float* col, float* image);
+// image += col2im(col[:, 0 : pixel_end - pixel_begin]) for those output pixels.
+void col2im_accumulate(const ImageGeometry& geometry, const float* col, int64_t col_stride, int64_t pixel_begin,
+                       int64_t pixel_end, float* image);
+
+// The same traversal, shared with the depthwise kernels: for kernel column s, the output columns q whose input
+// column q*sw + s*dw - pad_left lies inside the image form the range [first, last).
+struct ValidColumns {
+  int64_t first, last;
+  int64_t input_offset;  // input column of q = 0 (may be negative)
+};
+ValidColumns valid_columns(const ImageGeometry& geometry, int64_t s);
+
+// Input row read by output row p through kernel row r, or -1 when it is padding.
+inline int64_t input_row(const ImageGeometry& g, int64_t p, int64_t r) {
+  const int64_t h = p * g.stride_height + r * g.dilation_height - g.pad_top;
+  return h >= 0 && h < g.height ? h : -1;
+}
 
 }  // namespace convgemm::kernels

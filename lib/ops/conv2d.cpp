@@ -9,6 +9,7 @@
 #include <convgemm/conv2d.hpp>
 #include <convgemm/error.hpp>
 
+#include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/im2col.hpp"
 #include "tensor_checks.hpp"
@@ -18,9 +19,13 @@
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace convgemm {
 
@@ -142,10 +147,19 @@ double conv2d_flops(const Conv2dParams& p) {
 
 namespace {
 
-// backward-weights reduces partial gradients over chunks of this many output pixels' worth of samples (at least
-// one sample). The chunking depends only on the shape, never on the thread count: that is what makes dW
-// bitwise reproducible. Larger chunks mean fewer partial-gradient additions, smaller ones more parallelism.
-constexpr int64_t weight_chunk_min_pixels = 256;
+// A GEMM whose N (pixels) or K dimension is narrower than this runs well below the BLAS peak, so tiles are at
+// least this wide, and small images are batched side by side until they reach it.
+constexpr int64_t min_tile_pixels = 256;
+// backward-weights splits each group's input channels into blocks (so one sample can use several threads) with
+// at least this many columns of dW per block. Shape-only, like every choice that affects dW's summation order.
+constexpr int64_t min_weight_block_columns = 512;
+constexpr int64_t max_weight_blocks = 8;
+
+// Half the L2 cache: the column tile shares it with the GEMM's packed panels.
+int64_t column_tile_budget_bytes() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return (l2 > 0 ? l2 : 1 << 20) / 2;
+}
 
 void require_blas_dimension(int64_t value, const char* what) {
   if (value > kernels::max_blas_dimension) {
@@ -155,12 +169,70 @@ void require_blas_dimension(int64_t value, const char* what) {
   }
 }
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+size_t float_bytes(int64_t floats) { return round_up_to_alignment(static_cast<size_t>(floats) * sizeof(float)); }
+
+enum class Path { im2col_gemm, pointwise_gemm, depthwise_direct };
+
+// A rectangle of the flattened (sample, output pixel) space: one GEMM's worth of columns.
+struct Tile {
+  int64_t n_begin, n_end, pixel_begin, pixel_end;
+  int64_t samples() const { return n_end - n_begin; }
+  int64_t pixels() const { return pixel_end - pixel_begin; }
+  int64_t width() const { return samples() * pixels(); }
+};
+
+// How the flattened (sample, output pixel) space is cut into tiles: either tiles of one sample's pixels, or
+// (samples_per_tile > 1) whole small samples side by side.
+struct Tiling {
+  int64_t batch = 0, output_pixels = 0;
+  int64_t samples_per_tile = 0, tile_pixels = 0, tiles_per_sample = 0, sample_groups = 0;
+
+  Tiling() = default;
+  // Tiles of about target_pixels columns.
+  Tiling(int64_t batch_, int64_t output_pixels_, int64_t target_pixels) : batch(batch_), output_pixels(output_pixels_) {
+    if (output_pixels >= target_pixels) {
+      samples_per_tile = 1;
+      tiles_per_sample = (output_pixels + target_pixels - 1) / target_pixels;
+      tile_pixels = (output_pixels + tiles_per_sample - 1) / tiles_per_sample;  // balanced tiles
+    } else {
+      samples_per_tile = std::min(batch, target_pixels / output_pixels);
+      tiles_per_sample = 1;
+      tile_pixels = output_pixels;
+    }
+    sample_groups = (batch + samples_per_tile - 1) / samples_per_tile;
+  }
+  int64_t width() const { return samples_per_tile * tile_pixels; }
+  int64_t count() const { return sample_groups * tiles_per_sample; }
+  Tile tile(int64_t index) const {
+    const int64_t group = index / tiles_per_sample;
+    const int64_t n_begin = group * samples_per_tile;
+    const int64_t pixel_begin = index % tiles_per_sample * tile_pixels;
+    return {n_begin, std::min(batch, n_begin + samples_per_tile), pixel_begin,
+            std::min(output_pixels, pixel_begin + tile_pixels)};
+  }
+};
+
+// The columns a GEMM reads: a workspace buffer, or the input itself for 1x1 convolutions.
+struct Columns {
+  const float* data;
+  int64_t stride;
+};
+
+// The B operand for a tile of dY (group g): dY itself, or a gathered copy when the tile spans samples.
+struct OutputGradTile {
+  const float* data;
+  int64_t stride;
+};
+
 }  // namespace
 
 struct Conv2dPlan::Impl {
   Conv2dParams params;
   Conv2dShapes shapes;
   int threads;
+  Parallelism parallelism;
   // Set when the caller asked for a thread count: every call then runs inside this arena.
   mutable std::optional<oneapi::tbb::task_arena> arena;
 
@@ -169,15 +241,24 @@ struct Conv2dPlan::Impl {
   int64_t input_pixels;        // H*W
   int64_t output_pixels;       // P*Q
   int64_t col_rows;            // C/G*R*S: the GEMM's inner dimension in forward
-  bool pointwise;              // 1x1, stride 1, no padding, no dilation: col == x
-  kernels::ImageGeometry geometry;
-  size_t col_bytes;            // one column buffer, rounded up to the workspace alignment (0 when pointwise)
-  size_t weights_grad_bytes;   // one partial dW, rounded up likewise
-  int64_t weight_chunk_samples;
-  int64_t weight_chunks;
+  Path path;
+  kernels::ImageGeometry geometry;  // one group's image
+
+  // Forward and backward-data tile by `tiling`, which a workspace cap may narrow. Backward-weights tiles by
+  // `weight_tiling`, which depends on the shape alone: its sample groups are the chunks of the fixed-order dW
+  // reduction, each split into weight_blocks channel blocks, so dW is the same sum for any thread count or cap.
+  Tiling tiling;
+  Tiling weight_tiling;
+  int64_t weight_blocks;
+  int64_t weight_wave_chunks;  // chunks whose partial dW are held at once (a cap may lower it, never the sums)
+  int64_t weight_slots;        // concurrent backward-weights items (a cap may lower it)
+  // backward-data within a sample: channel blocks (their col2im writes are disjoint).
+  int64_t data_blocks;
+
   mutable WorkspacePool pool;
 
-  Impl(const Conv2dParams& p, ExecutionOptions options) : params(p), shapes(conv2d_shapes(p)) {
+  Impl(const Conv2dParams& p, const ExecutionOptions& options)
+      : params(p), shapes(conv2d_shapes(p)), parallelism(options.parallelism) {
     if (options.threads < 0) {
       throw Error(Status::invalid_argument, "threads", "must not be negative, got " + std::to_string(options.threads));
     }
@@ -192,8 +273,12 @@ struct Conv2dPlan::Impl {
     input_pixels = p.in_height * p.in_width;
     output_pixels = shapes.output[2] * shapes.output[3];
     col_rows = group_in_channels * p.kernel_height * p.kernel_width;
-    pointwise = p.kernel_height == 1 && p.kernel_width == 1 && p.stride.height == 1 && p.stride.width == 1 &&
-                p.padding.top == 0 && p.padding.bottom == 0 && p.padding.left == 0 && p.padding.right == 0;
+    const bool pointwise = p.kernel_height == 1 && p.kernel_width == 1 && p.stride.height == 1 &&
+                           p.stride.width == 1 && p.padding.top == 0 && p.padding.bottom == 0 &&
+                           p.padding.left == 0 && p.padding.right == 0;
+    path = group_in_channels == 1 && p.groups > 1 ? Path::depthwise_direct
+           : pointwise                             ? Path::pointwise_gemm
+                                                   : Path::im2col_gemm;
     geometry = {
         .channels = group_in_channels,
         .height = p.in_height,
@@ -211,40 +296,127 @@ struct Conv2dPlan::Impl {
     };
 
     require_blas_dimension(group_out_channels, "out_channels / groups");
-    require_blas_dimension(output_pixels, "output_height * output_width");
     require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
-    const int64_t col_floats = pointwise ? 0 : checked_product({col_rows, output_pixels}, "column buffer");
-    col_bytes = round_up_to_alignment(
-        static_cast<size_t>(checked_product({col_floats, int64_t{sizeof(float)}}, "column buffer")));
-    weights_grad_bytes = round_up_to_alignment(static_cast<size_t>(element_count(shapes.weights)) * sizeof(float));
+    require_blas_dimension(output_pixels, "output_height * output_width");
 
-    weight_chunk_samples = std::clamp<int64_t>((weight_chunk_min_pixels + output_pixels - 1) / output_pixels, 1,
-                                               p.batch);
-    weight_chunks = (p.batch + weight_chunk_samples - 1) / weight_chunk_samples;
+    weight_blocks = std::clamp<int64_t>(col_rows / min_weight_block_columns, 1,
+                                        std::min(max_weight_blocks, group_in_channels));
+    const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
+    const int64_t target_pixels = std::max(min_tile_pixels, budget / col_rows);
+    weight_tiling = Tiling(p.batch, output_pixels, target_pixels);
+    require_blas_dimension(weight_tiling.width(), "tile width");
+    weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_tiling.sample_groups);
+    weight_slots = threads;
+    use_tiling(Tiling(p.batch, output_pixels, target_pixels));
+    if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
   }
 
-  // Independent work items run in at most `threads` slots, each with its own slice of the workspace.
-  int64_t slots(Conv2dDirection direction) const {
-    const int64_t items = direction == Conv2dDirection::backward_weights ? weight_chunks : params.batch;
-    return std::min<int64_t>(threads, items);
+  void use_tiling(const Tiling& chosen) {
+    tiling = chosen;
+    // Within a sample, backward-data splits channels so that every thread has a block.
+    const bool split_sample = parallelism == Parallelism::within_sample ||
+                              (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
+    data_blocks = split_sample ? std::min<int64_t>(group_in_channels, threads) : 1;
   }
 
-  size_t slot_bytes(Conv2dDirection direction) const {
-    switch (direction) {
-      case Conv2dDirection::forward:
-      case Conv2dDirection::backward_data: return col_bytes;
-      case Conv2dDirection::backward_weights: return col_bytes + weights_grad_bytes;
-      case Conv2dDirection::backward_bias: return 0;
+  // Under a cap: halve the forward/backward-data tiles until the calls fit with every thread busy. For
+  // backward-weights the tiles shrink until one item and one partial dW fit (a test that does not involve the
+  // thread count, so dW's sums stay the same for any thread count), then as many items run at once as fit.
+  void fit_workspace(size_t limit) {
+    weight_wave_chunks = 1;
+    weight_slots = 1;
+    for (int64_t target = weight_tiling.width(); workspace_bytes(Conv2dDirection::backward_weights) > limit &&
+                                                 target > 1;) {
+      target = ceil_div(target, 2);
+      weight_tiling = Tiling(params.batch, output_pixels, target);
     }
-    return 0;
+    while (weight_slots < threads && workspace_bytes_with_weight_slots(weight_slots + 1) <= limit) ++weight_slots;
+    for (int64_t target = tiling.width();
+         std::max(workspace_bytes(Conv2dDirection::forward), workspace_bytes(Conv2dDirection::backward_data)) > limit &&
+         target > 1;) {
+      target = ceil_div(target, 2);
+      use_tiling(Tiling(params.batch, output_pixels, target));
+    }
+    if (workspace_bytes_max() > limit) {
+      throw Error(Status::invalid_argument, "workspace_limit_bytes",
+                  std::to_string(limit) + " is below the " + std::to_string(workspace_bytes_max()) +
+                      " bytes the narrowest tiling needs");
+    }
   }
 
+  size_t workspace_bytes_with_weight_slots(int64_t candidate) const {
+    return static_cast<size_t>(std::min(candidate, work_items(Conv2dDirection::backward_weights))) *
+               slot_bytes(Conv2dDirection::backward_weights) +
+           partials_bytes(Conv2dDirection::backward_weights);
+  }
+
+  // --- work decomposition and workspace ---------------------------------------------------------------------
+
+  const Tiling& tiling_for(Conv2dDirection direction) const {
+    return direction == Conv2dDirection::backward_weights ? weight_tiling : tiling;
+  }
+
+  // Items each direction splits into. Forward: tiles. Backward-data: (sample group, channel block).
+  // Backward-weights, per wave: (chunk, channel block). Depthwise: (sample, channel), or filters for dW.
+  int64_t work_items(Conv2dDirection direction) const {
+    if (path == Path::depthwise_direct) {
+      return direction == Conv2dDirection::backward_weights ? params.out_channels
+                                                            : params.batch * params.in_channels;
+    }
+    switch (direction) {
+      case Conv2dDirection::forward: return tiling.count();
+      case Conv2dDirection::backward_data: return tiling.sample_groups * data_blocks;
+      case Conv2dDirection::backward_weights: return weight_wave_chunks * weight_blocks;
+      case Conv2dDirection::backward_bias: return params.out_channels;
+    }
+    return 1;
+  }
+
+  int64_t slots(Conv2dDirection direction) const {
+    const int64_t limit = direction == Conv2dDirection::backward_weights ? weight_slots : threads;
+    return std::min<int64_t>(limit, work_items(direction));
+  }
+
+  // Per-slot buffers: the column tile, and the gathered dY / GEMM output of a multi-sample tile. A 1x1
+  // convolution over single-sample tiles needs no column buffer: its GEMMs read x and write dx themselves.
+  // (For 1x1 the input pixels are the output pixels, so the 32-bit checks also cover H*W as a leading dimension.)
+  size_t col_bytes(const Tiling& t) const {
+    if (path == Path::depthwise_direct || (path == Path::pointwise_gemm && t.samples_per_tile == 1)) return 0;
+    return float_bytes(col_rows * t.width());
+  }
+  size_t gather_bytes(const Tiling& t) const {
+    if (path == Path::depthwise_direct || t.samples_per_tile == 1) return 0;
+    return float_bytes(group_out_channels * t.width());
+  }
+  size_t slot_bytes(Conv2dDirection direction) const {
+    if (direction == Conv2dDirection::backward_bias) return 0;
+    const Tiling& t = tiling_for(direction);
+    return col_bytes(t) + gather_bytes(t);
+  }
+  size_t partials_bytes(Conv2dDirection direction) const {
+    if (direction != Conv2dDirection::backward_weights || path == Path::depthwise_direct) return 0;
+    return static_cast<size_t>(weight_wave_chunks) * float_bytes(element_count(shapes.weights));
+  }
   size_t workspace_bytes(Conv2dDirection direction) const {
-    return static_cast<size_t>(slots(direction)) * slot_bytes(direction);
+    return static_cast<size_t>(slots(direction)) * slot_bytes(direction) + partials_bytes(direction);
+  }
+  size_t workspace_bytes_max() const {
+    return std::max({workspace_bytes(Conv2dDirection::forward), workspace_bytes(Conv2dDirection::backward_data),
+                     workspace_bytes(Conv2dDirection::backward_weights)});
   }
 
-  float* slot_floats(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot, size_t offset = 0) const {
-    return reinterpret_cast<float*>(workspace.data() + static_cast<size_t>(slot) * slot_bytes(direction) + offset);
+  // Layout: [partial dW of each wave chunk][slot 0: col, gather][slot 1: ...]
+  struct SlotBuffers {
+    float* col;
+    float* gather;
+  };
+  SlotBuffers slot_buffers(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot) const {
+    std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_bytes(direction);
+    return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col_bytes(tiling_for(direction)))};
+  }
+  float* partial(std::span<std::byte> workspace, int64_t wave_chunk) const {
+    return reinterpret_cast<float*>(workspace.data() +
+                                    static_cast<size_t>(wave_chunk) * float_bytes(element_count(shapes.weights)));
   }
 
   template <class Function>
@@ -257,68 +429,179 @@ struct Conv2dPlan::Impl {
     }
   }
 
-  // Splits the batch into slots(direction) contiguous ranges and runs body(slot, n_begin, n_end) on each.
+  // Splits items [0, count) into min(max_slots, count) contiguous ranges: body(slot, begin, end) for each.
+  // The split decides only who computes what, never what is computed.
   template <class Body>
-  void parallel_over_batch(Conv2dDirection direction, Body&& body) const {
-    const int64_t slot_count = slots(direction);
+  void parallel_ranges(int64_t count, Body&& body, int64_t max_slots = 0) const {
+    const int64_t slot_count = std::min<int64_t>(max_slots > 0 ? max_slots : threads, count);
     oneapi::tbb::parallel_for(int64_t{0}, slot_count, [&](int64_t slot) {
-      body(slot, slot * params.batch / slot_count, (slot + 1) * params.batch / slot_count);
+      body(slot, slot * count / slot_count, (slot + 1) * count / slot_count);
     });
   }
 
-  // The column matrix of one sample's group: the input itself for 1x1 convolutions, else im2col into col.
-  const float* columns(const float* input_group, float* col) const {
-    if (pointwise) return input_group;
-    kernels::im2col(geometry, input_group, col);
-    return col;
+  // Forward's tiles, split by the parallelism policy: contiguous ranges of all tiles (across the batch), or
+  // the tiles of one sample group at a time (within each sample).
+  template <class Body>
+  void parallel_over_tiles(Body&& body) const {
+    const bool within = parallelism == Parallelism::within_sample ||
+                        (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
+    const int64_t per_group = tiling.tiles_per_sample;
+    if (!within) {
+      if (parallelism == Parallelism::across_batch) {
+        parallel_ranges(tiling.sample_groups, [&](int64_t slot, int64_t begin, int64_t end) {
+          body(slot, begin * per_group, end * per_group);
+        });
+      } else {
+        parallel_ranges(tiling.count(), body);
+      }
+      return;
+    }
+    for (int64_t group = 0; group < tiling.sample_groups; ++group) {
+      parallel_ranges(per_group, [&](int64_t slot, int64_t begin, int64_t end) {
+        body(slot, group * per_group + begin, group * per_group + end);
+      });
+    }
   }
 
-  // y[n] = W * im2col(x[n]) + b
-  void forward_sample(const float* input, const float* weights, const float* bias, float* output, float* col) const {
+  // --- GEMM operands ----------------------------------------------------------------------------------------
+
+  // Channel c of group g of sample n, in x or dx.
+  template <class T>
+  T* input_channels(T* input, int64_t n, int64_t g, int64_t c) const {
+    return input + ((n * params.in_channels) + g * group_in_channels + c) * input_pixels;
+  }
+  int64_t output_offset(int64_t n, int64_t g, int64_t k) const {
+    return ((n * params.out_channels) + g * group_out_channels + k) * output_pixels;
+  }
+
+  // The column matrix of `tile` for input channels [c_begin, c_end) of group g.
+  Columns lower(const float* input, int64_t g, int64_t c_begin, int64_t c_end, const Tile& tile, float* col) const {
+    if (path == Path::pointwise_gemm && tile.samples() == 1) {
+      return {input_channels(input, tile.n_begin, g, c_begin) + tile.pixel_begin, input_pixels};
+    }
+    kernels::ImageGeometry block = geometry;
+    block.channels = c_end - c_begin;
+    for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
+      kernels::im2col(block, input_channels(input, n, g, c_begin), tile.pixel_begin, tile.pixel_end,
+                      col + (n - tile.n_begin) * tile.pixels(), tile.width());
+    }
+    return {col, tile.width()};
+  }
+
+  // dY[:, tile] of group g as a (K/G) x width matrix.
+  OutputGradTile output_grad_tile(const float* output_grad, int64_t g, const Tile& tile, float* gather) const {
+    if (tile.samples() == 1) {
+      return {output_grad + output_offset(tile.n_begin, g, 0) + tile.pixel_begin, output_pixels};
+    }
+    for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
+      for (int64_t k = 0; k < group_out_channels; ++k) {
+        const float* from = output_grad + output_offset(n, g, k);
+        std::copy(from, from + output_pixels, gather + k * tile.width() + (n - tile.n_begin) * output_pixels);
+      }
+    }
+    return {gather, tile.width()};
+  }
+
+  // --- the GEMM path ----------------------------------------------------------------------------------------
+
+  // y[:, tile] = W * im2col(x)[:, tile] + b
+  void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
+                    SlotBuffers buffers) const {
     for (int64_t g = 0; g < params.groups; ++g) {
-      const float* col_g = columns(input + g * group_in_channels * input_pixels, col);
-      sgemm(Transpose::no, Transpose::no, group_out_channels, output_pixels, col_rows, 1.0f,
-            weights + g * group_out_channels * col_rows, col_rows, col_g, output_pixels, 0.0f,
-            output + g * group_out_channels * output_pixels, output_pixels);
+      const Columns cols = lower(input, g, 0, group_in_channels, tile, buffers.col);
+      const float* weights_g = weights + g * group_out_channels * col_rows;
+      if (tile.samples() == 1) {
+        sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
+              cols.data, cols.stride, 0.0f, output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin,
+              output_pixels);
+        continue;
+      }
+      // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
+      sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
+            cols.data, cols.stride, 0.0f, buffers.gather, tile.width());
+      for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
+        for (int64_t k = 0; k < group_out_channels; ++k) {
+          const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
+          std::copy(from, from + output_pixels, output + output_offset(n, g, k));
+        }
+      }
     }
     if (bias == nullptr) return;
-    for (int64_t k = 0; k < params.out_channels; ++k) {
-      float* row = output + k * output_pixels;
-      for (int64_t i = 0; i < output_pixels; ++i) row[i] += bias[k];
-    }
-  }
-
-  // dx[n] = col2im(W^T * dy[n])
-  void backward_data_sample(const float* output_grad, const float* weights, float* input_grad, float* col) const {
-    const int64_t group_input_floats = group_in_channels * input_pixels;
-    if (!pointwise) std::fill(input_grad, input_grad + params.in_channels * input_pixels, 0.0f);
-    for (int64_t g = 0; g < params.groups; ++g) {
-      const float* weights_g = weights + g * group_out_channels * col_rows;
-      const float* output_grad_g = output_grad + g * group_out_channels * output_pixels;
-      float* input_grad_g = input_grad + g * group_input_floats;
-      // For 1x1 the product already is dx; otherwise it is the column-space gradient that col2im scatters back.
-      float* product = pointwise ? input_grad_g : col;
-      sgemm(Transpose::yes, Transpose::no, col_rows, output_pixels, group_out_channels, 1.0f, weights_g, col_rows,
-            output_grad_g, output_pixels, 0.0f, product, output_pixels);
-      if (!pointwise) kernels::col2im_accumulate(geometry, col, input_grad_g);
-    }
-  }
-
-  // partial = sum over samples [n_begin, n_end) of dy[n] * im2col(x[n])^T, accumulated in sample order.
-  void weights_grad_chunk(const float* input, const float* output_grad, int64_t n_begin, int64_t n_end, float* col,
-                          float* partial) const {
-    const int64_t sample_input = params.in_channels * input_pixels;
-    const int64_t sample_output = params.out_channels * output_pixels;
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      const float beta = n == n_begin ? 0.0f : 1.0f;
-      for (int64_t g = 0; g < params.groups; ++g) {
-        const float* col_g = columns(input + n * sample_input + g * group_in_channels * input_pixels, col);
-        sgemm(Transpose::no, Transpose::yes, group_out_channels, col_rows, output_pixels, 1.0f,
-              output_grad + n * sample_output + g * group_out_channels * output_pixels, output_pixels, col_g,
-              output_pixels, beta, partial + g * group_out_channels * col_rows, col_rows);
+    for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
+      for (int64_t k = 0; k < params.out_channels; ++k) {
+        float* row = output + output_offset(n, 0, k);
+        for (int64_t i = tile.pixel_begin; i < tile.pixel_end; ++i) row[i] += bias[k];
       }
     }
   }
+
+  // dx[samples of the group, channels [c_begin, c_end) of every group] = col2im(W^T * dY)
+  void backward_data_item(const float* output_grad, const float* weights, float* input_grad, int64_t sample_group,
+                          int64_t c_begin, int64_t c_end, SlotBuffers buffers) const {
+    const int64_t first_tile = sample_group * tiling.tiles_per_sample;
+    const Tile whole = tiling.tile(first_tile);
+    const bool writes_directly = path == Path::pointwise_gemm && tiling.samples_per_tile == 1;  // W^T*dY is dx
+    kernels::ImageGeometry block = geometry;
+    block.channels = c_end - c_begin;
+    const int64_t rows = block.col_rows();
+    for (int64_t g = 0; g < params.groups; ++g) {
+      if (!writes_directly) {
+        for (int64_t n = whole.n_begin; n < whole.n_end; ++n) {
+          float* dx = input_channels(input_grad, n, g, c_begin);
+          std::fill(dx, dx + rows / block.taps() * input_pixels, 0.0f);
+        }
+      }
+      const float* weights_block = weights + g * group_out_channels * col_rows + c_begin * block.taps();
+      for (int64_t t = 0; t < tiling.tiles_per_sample; ++t) {
+        const Tile current = tiling.tile(first_tile + t);
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
+        if (writes_directly) {
+          float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
+          sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block,
+                col_rows, dy.data, dy.stride, 0.0f, dx + current.pixel_begin, input_pixels);
+          continue;
+        }
+        sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block,
+              col_rows, dy.data, dy.stride, 0.0f, buffers.col, current.width());
+        for (int64_t n = current.n_begin; n < current.n_end; ++n) {
+          float* dx = input_channels(input_grad, n, g, c_begin);
+          kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),
+                                     current.pixel_begin, current.pixel_end, dx);
+        }
+      }
+    }
+  }
+
+  // partial[:, columns of channels [c_begin, c_end)] = sum over the chunk's tiles of dY * im2col(x)^T
+  void weights_item(const float* input, const float* output_grad, int64_t chunk, int64_t c_begin, int64_t c_end,
+                    float* partial, SlotBuffers buffers) const {
+    const int64_t first_tile = chunk * weight_tiling.tiles_per_sample;
+    const int64_t taps = geometry.taps();
+    for (int64_t g = 0; g < params.groups; ++g) {
+      for (int64_t t = 0; t < weight_tiling.tiles_per_sample; ++t) {
+        const Tile current = weight_tiling.tile(first_tile + t);
+        const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col);
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
+        sgemm(Transpose::no, Transpose::yes, group_out_channels, (c_end - c_begin) * taps, current.width(), 1.0f,
+              dy.data, dy.stride, cols.data, cols.stride, t == 0 ? 0.0f : 1.0f,
+              partial + g * group_out_channels * col_rows + c_begin * taps, col_rows);
+      }
+    }
+  }
+
+  // Channel block b of `blocks` equal blocks of the group's input channels.
+  std::pair<int64_t, int64_t> channel_block(int64_t b, int64_t blocks) const {
+    return {b * group_in_channels / blocks, (b + 1) * group_in_channels / blocks};
+  }
+
+  // --- the depthwise path -----------------------------------------------------------------------------------
+
+  kernels::ImageGeometry channel_geometry() const {
+    kernels::ImageGeometry single = geometry;
+    single.channels = 1;
+    return single;
+  }
+  int64_t filter_size() const { return params.kernel_height * params.kernel_width; }
 };
 
 Conv2dPlan::Conv2dPlan(const Conv2dParams& params, ExecutionOptions options)
@@ -330,15 +613,24 @@ Conv2dPlan& Conv2dPlan::operator=(Conv2dPlan&&) noexcept = default;
 const Conv2dParams& Conv2dPlan::params() const { return impl_->params; }
 const Conv2dShapes& Conv2dPlan::shapes() const { return impl_->shapes; }
 int Conv2dPlan::threads() const { return impl_->threads; }
-bool Conv2dPlan::uses_im2col() const { return !impl_->pointwise; }
+bool Conv2dPlan::uses_im2col() const { return impl_->path == Path::im2col_gemm; }
 size_t Conv2dPlan::workspace_bytes(Conv2dDirection direction) const { return impl_->workspace_bytes(direction); }
-size_t Conv2dPlan::workspace_bytes() const {
-  return std::max({workspace_bytes(Conv2dDirection::forward), workspace_bytes(Conv2dDirection::backward_data),
-                   workspace_bytes(Conv2dDirection::backward_weights)});
+size_t Conv2dPlan::workspace_bytes() const { return impl_->workspace_bytes_max(); }
+
+std::string Conv2dPlan::describe() const {
+  const Impl& plan = *impl_;
+  const char* path = plan.path == Path::depthwise_direct ? "depthwise direct"
+                     : plan.path == Path::pointwise_gemm ? "1x1 GEMM"
+                                                         : "im2col + GEMM";
+  return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
+         std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
+         " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " +
+         std::to_string(plan.weight_tiling.sample_groups) + " chunks x " +
+         std::to_string(plan.weight_blocks) + " channel blocks";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The four calls: check every argument, lease the workspace, then run the batch in parallel.
+// The four calls: check every argument, lease the workspace, then run.
 
 void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias,
                          TensorView output, std::span<std::byte> workspace) const {
@@ -349,15 +641,32 @@ void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::sp
   check_tensor(output, plan.shapes.output, "output");
   constexpr auto direction = Conv2dDirection::forward;
   const auto lease = plan.pool.lease(workspace, plan.workspace_bytes(direction));
+  const float* bias_data = bias.empty() ? nullptr : bias.data();
 
-  const int64_t sample_input = element_count(plan.shapes.input) / plan.params.batch;
-  const int64_t sample_output = element_count(plan.shapes.output) / plan.params.batch;
+  if (plan.path == Path::depthwise_direct) {
+    // y[n, k] = b[k] + x[n, c] (*) w[k] for the K/G filters k of input channel c
+    const kernels::ImageGeometry single = plan.channel_geometry();
+    const int64_t multiplier = plan.group_out_channels;
+    plan.run([&] {
+      plan.parallel_ranges(plan.work_items(direction), [&](int64_t, int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t n = item / plan.params.in_channels, c = item % plan.params.in_channels;
+          for (int64_t k = c * multiplier; k < (c + 1) * multiplier; ++k) {
+            float* y = output.data + plan.output_offset(n, 0, k);
+            std::fill(y, y + plan.output_pixels, bias_data == nullptr ? 0.0f : bias_data[k]);
+            kernels::depthwise_forward(single, plan.input_channels(input.data, n, 0, c),
+                                       weights.data + k * plan.filter_size(), y);
+          }
+        }
+      });
+    });
+    return;
+  }
   plan.run([&] {
-    plan.parallel_over_batch(direction, [&](int64_t slot, int64_t n_begin, int64_t n_end) {
-      float* col = plan.slot_floats(lease.bytes(), direction, slot);
-      for (int64_t n = n_begin; n < n_end; ++n) {
-        plan.forward_sample(input.data + n * sample_input, weights.data, bias.empty() ? nullptr : bias.data(),
-                            output.data + n * sample_output, col);
+    plan.parallel_over_tiles([&](int64_t slot, int64_t begin, int64_t end) {
+      const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
+      for (int64_t t = begin; t < end; ++t) {
+        plan.forward_tile(input.data, weights.data, bias_data, output.data, plan.tiling.tile(t), buffers);
       }
     });
   });
@@ -372,21 +681,40 @@ void Conv2dPlan::backward_data(ConstTensorView output_grad, ConstTensorView weig
   constexpr auto direction = Conv2dDirection::backward_data;
   const auto lease = plan.pool.lease(workspace, plan.workspace_bytes(direction));
 
-  const int64_t sample_input = element_count(plan.shapes.input) / plan.params.batch;
-  const int64_t sample_output = element_count(plan.shapes.output) / plan.params.batch;
+  if (plan.path == Path::depthwise_direct) {
+    // dx[n, c] = sum over c's filters k of dy[n, k] (*) rot180(w[k])
+    const kernels::ImageGeometry single = plan.channel_geometry();
+    const int64_t multiplier = plan.group_out_channels;
+    plan.run([&] {
+      plan.parallel_ranges(plan.work_items(direction), [&](int64_t, int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t n = item / plan.params.in_channels, c = item % plan.params.in_channels;
+          float* dx = plan.input_channels(input_grad.data, n, 0, c);
+          std::fill(dx, dx + plan.input_pixels, 0.0f);
+          for (int64_t k = c * multiplier; k < (c + 1) * multiplier; ++k) {
+            kernels::depthwise_backward_data(single, output_grad.data + plan.output_offset(n, 0, k),
+                                             weights.data + k * plan.filter_size(), dx);
+          }
+        }
+      });
+    });
+    return;
+  }
   plan.run([&] {
-    plan.parallel_over_batch(direction, [&](int64_t slot, int64_t n_begin, int64_t n_end) {
-      float* col = plan.slot_floats(lease.bytes(), direction, slot);
-      for (int64_t n = n_begin; n < n_end; ++n) {
-        plan.backward_data_sample(output_grad.data + n * sample_output, weights.data,
-                                  input_grad.data + n * sample_input, col);
+    plan.parallel_ranges(plan.work_items(direction), [&](int64_t slot, int64_t begin, int64_t end) {
+      const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
+      for (int64_t item = begin; item < end; ++item) {
+        const auto [c_begin, c_end] = plan.channel_block(item % plan.data_blocks, plan.data_blocks);
+        plan.backward_data_item(output_grad.data, weights.data, input_grad.data, item / plan.data_blocks, c_begin,
+                                c_end, buffers);
       }
     });
   });
 }
 
-// Chunks run in waves of slots(); after each wave the partial gradients are added to dW in chunk order, element
-// by element. The sum is therefore ((dW0 + p0) + p1) + ... for every thread count.
+// Chunks (sample groups) run in waves; after each wave their partial gradients are added to dW in chunk order,
+// element by element. The chunks, channel blocks and tiles depend only on the shape, so the sum is
+// ((dW0 + p0) + p1) + ... with the same p_i for every thread count: bitwise reproducible.
 void Conv2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_grad, TensorView weights_grad,
                                   GradientMode mode, std::span<std::byte> workspace) const {
   const Impl& plan = *impl_;
@@ -395,35 +723,61 @@ void Conv2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_
   check_tensor(weights_grad, plan.shapes.weights, "weights_grad");
   constexpr auto direction = Conv2dDirection::backward_weights;
   const auto lease = plan.pool.lease(workspace, plan.workspace_bytes(direction));
+  float* dw = weights_grad.data;
 
-  const int64_t slot_count = plan.slots(direction);
-  const int64_t weights_size = weights_grad.size();
-  const auto partial = [&](int64_t slot) { return plan.slot_floats(lease.bytes(), direction, slot, plan.col_bytes); };
-  plan.run([&] {
-    for (int64_t wave_begin = 0; wave_begin < plan.weight_chunks; wave_begin += slot_count) {
-      const int64_t wave_size = std::min(slot_count, plan.weight_chunks - wave_begin);
-      oneapi::tbb::parallel_for(int64_t{0}, wave_size, [&](int64_t slot) {
-        const int64_t chunk = wave_begin + slot;
-        const int64_t n_begin = chunk * plan.weight_chunk_samples;
-        const int64_t n_end = std::min(plan.params.batch, n_begin + plan.weight_chunk_samples);
-        plan.weights_grad_chunk(input.data, output_grad.data, n_begin, n_end,
-                                plan.slot_floats(lease.bytes(), direction, slot), partial(slot));
+  if (plan.path == Path::depthwise_direct) {
+    // dw[k] (+)= sum over n, in order, of x[n, c] (*) dy[n, k]; one thread owns each filter.
+    const kernels::ImageGeometry single = plan.channel_geometry();
+    const int64_t taps = plan.filter_size();
+    plan.run([&] {
+      plan.parallel_ranges(plan.work_items(direction), [&](int64_t, int64_t begin, int64_t end) {
+        std::vector<float> sum(static_cast<size_t>(taps));
+        for (int64_t k = begin; k < end; ++k) {
+          std::fill(sum.begin(), sum.end(), 0.0f);
+          const int64_t c = k / plan.group_out_channels;
+          for (int64_t n = 0; n < plan.params.batch; ++n) {
+            kernels::depthwise_backward_weights(single, plan.input_channels(input.data, n, 0, c),
+                                                output_grad.data + plan.output_offset(n, 0, k), sum.data());
+          }
+          for (int64_t i = 0; i < taps; ++i) {
+            dw[k * taps + i] = mode == GradientMode::accumulate ? dw[k * taps + i] + sum[static_cast<size_t>(i)]
+                                                                : sum[static_cast<size_t>(i)];
+          }
+        }
       });
+    });
+    return;
+  }
+
+  const int64_t weights_size = weights_grad.size();
+  plan.run([&] {
+    const int64_t chunks = plan.weight_tiling.sample_groups;
+    for (int64_t wave_begin = 0; wave_begin < chunks; wave_begin += plan.weight_wave_chunks) {
+      const int64_t wave_chunks = std::min(plan.weight_wave_chunks, chunks - wave_begin);
+      plan.parallel_ranges(wave_chunks * plan.weight_blocks, [&](int64_t slot, int64_t begin, int64_t end) {
+        const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t wave_chunk = item / plan.weight_blocks;
+          const auto [c_begin, c_end] = plan.channel_block(item % plan.weight_blocks, plan.weight_blocks);
+          plan.weights_item(input.data, output_grad.data, wave_begin + wave_chunk, c_begin, c_end,
+                            plan.partial(lease.bytes(), wave_chunk), buffers);
+        }
+      }, plan.weight_slots);
       // The first partial of an overwriting call replaces dW instead of being added to it.
       const bool replace = wave_begin == 0 && mode == GradientMode::overwrite;
-      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int64_t>(0, weights_size, 4096),
-                                [&](const oneapi::tbb::blocked_range<int64_t>& range) {
-                                  float* dw = weights_grad.data;
-                                  int64_t first_slot = 0;
-                                  if (replace) {
-                                    std::copy(partial(0) + range.begin(), partial(0) + range.end(), dw + range.begin());
-                                    first_slot = 1;
-                                  }
-                                  for (int64_t slot = first_slot; slot < wave_size; ++slot) {
-                                    const float* p = partial(slot);
-                                    for (int64_t i = range.begin(); i < range.end(); ++i) dw[i] += p[i];
-                                  }
-                                });
+      oneapi::tbb::parallel_for(
+          oneapi::tbb::blocked_range<int64_t>(0, weights_size, 4096), [&](const oneapi::tbb::blocked_range<int64_t>& r) {
+            int64_t first_chunk = 0;
+            if (replace) {
+              const float* p = plan.partial(lease.bytes(), 0);
+              std::copy(p + r.begin(), p + r.end(), dw + r.begin());
+              first_chunk = 1;
+            }
+            for (int64_t chunk = first_chunk; chunk < wave_chunks; ++chunk) {
+              const float* p = plan.partial(lease.bytes(), chunk);
+              for (int64_t i = r.begin(); i < r.end(); ++i) dw[i] += p[i];
+            }
+          });
     }
   });
 }
@@ -434,12 +788,11 @@ void Conv2dPlan::backward_bias(ConstTensorView output_grad, std::span<float> bia
   check_tensor(output_grad, plan.shapes.output, "output_grad");
   check_optional_vector(bias_grad, plan.shapes.bias, "bias_grad", "params.has_bias is false");
   if (bias_grad.empty()) return;
-  const int64_t channels = plan.params.out_channels;
   plan.run([&] {
-    oneapi::tbb::parallel_for(int64_t{0}, channels, [&](int64_t k) {
+    oneapi::tbb::parallel_for(int64_t{0}, plan.params.out_channels, [&](int64_t k) {
       double sum = mode == GradientMode::accumulate ? bias_grad[static_cast<size_t>(k)] : 0.0;
       for (int64_t n = 0; n < plan.params.batch; ++n) {
-        const float* row = output_grad.data + (n * channels + k) * plan.output_pixels;
+        const float* row = output_grad.data + plan.output_offset(n, 0, k);
         for (int64_t i = 0; i < plan.output_pixels; ++i) sum += row[i];
       }
       bias_grad[static_cast<size_t>(k)] = static_cast<float>(sum);
