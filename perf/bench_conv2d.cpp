@@ -1,13 +1,23 @@
-// The convolution benchmark suite: every shape x direction x implementation, named conv/<direction>/<impl>/<shape>,
-// with the counters GFLOPs (one FLOP formula for all directions: conv2d_flops) and workspace_bytes.
-// Implementations: im2col (the plan) and direct_naive (the plain-loop oracle, only on shapes it finishes
-// in reasonable time).
+// The convolution benchmark suite: every shape x direction x implementation, named
+// conv/<direction>/<impl>/<shape>, with the counters GFLOPs (conv2d_flops: one FLOP formula for all
+// directions) and workspace_bytes; plus SGEMM references (sgemm/2048 and the GEMM each shape lowers to) so
+// every convolution figure can be read as a fraction of the GEMM peak measured in the same run.
+// Implementations: im2col (the plan), direct (the optimised direct loop nest), direct_naive (the plain-loop
+// oracle, on shapes it finishes in seconds) and onednn (oneDNN's convolution on plain NCHW tensors, when
+// oneDNN was found at configure time).
 #include <convgemm/convgemm.hpp>
 
 #include <benchmark/benchmark.h>
+#include <cblas.h>
+#ifdef CONVGEMM_BENCH_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
+#include <functional>
+#include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -19,7 +29,7 @@ struct Shape {
   int64_t N, C, H, W, K, R, S, stride, pad, groups;
 };
 
-// name N C H W K R S stride pad (groups)
+// name N C H W K R S stride pad groups
 const Shape shapes[] = {
     {"lenet1", 64, 1, 28, 28, 32, 3, 3, 1, 1, 1},
     {"lenet2", 64, 32, 14, 14, 64, 3, 3, 1, 1, 1},
@@ -34,6 +44,16 @@ const Shape shapes[] = {
     {"dw", 16, 128, 56, 56, 128, 3, 3, 1, 1, 128},
     {"r50_3x3b_n1", 1, 128, 28, 28, 128, 3, 3, 1, 1, 1},
 };
+
+enum class Direction { forward, backward_data, backward_weights };
+const char* name_of(Direction d) {
+  switch (d) {
+    case Direction::forward: return "forward";
+    case Direction::backward_data: return "backward_data";
+    case Direction::backward_weights: return "backward_weights";
+  }
+  return "?";
+}
 
 Conv2dParams to_params(const Shape& s) {
   return {.batch = s.N, .in_channels = s.C, .in_height = s.H, .in_width = s.W, .out_channels = s.K,
@@ -64,58 +84,193 @@ struct Problem {
   ConstTensorView input() const { return {x.data(), shapes.input}; }
   ConstTensorView weights() const { return {w.data(), shapes.weights}; }
   ConstTensorView output_grad() const { return {dy.data(), shapes.output}; }
+  TensorView output() { return {y.data(), shapes.output}; }
+  TensorView input_grad() { return {dx.data(), shapes.input}; }
+  TensorView weights_grad() { return {dw.data(), shapes.weights}; }
 };
 
-void set_counters(benchmark::State& state, const Conv2dParams& params, size_t workspace_bytes) {
-  state.counters["GFLOPs"] = benchmark::Counter(conv2d_flops(params) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["workspace_bytes"] = static_cast<double>(workspace_bytes);
-}
+// What an implementation prepares for one (problem, direction): the call to time, its workspace, and whatever
+// state (plans, primitives) the call needs to stay alive.
+struct Prepared {
+  std::function<void()> call;
+  size_t workspace_bytes = 0;
+  std::shared_ptr<void> state;
+};
+using Preparer = std::function<Prepared(Problem&, Direction)>;
 
-void register_im2col(const Shape& shape) {
-  const std::string suffix = std::string("/im2col/") + shape.name;
-  benchmark::RegisterBenchmark(("conv/forward" + suffix).c_str(), [shape](benchmark::State& state) {
-    Problem p(shape);
-    const Conv2dPlan plan(p.params);
-    for (auto _ : state) plan.forward(p.input(), p.weights(), {}, {p.y.data(), p.shapes.output});
-    set_counters(state, p.params, plan.workspace_bytes(Conv2dDirection::forward));
-  })->UseRealTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark(("conv/backward_data" + suffix).c_str(), [shape](benchmark::State& state) {
-    Problem p(shape);
-    const Conv2dPlan plan(p.params);
-    for (auto _ : state) plan.backward_data(p.output_grad(), p.weights(), {p.dx.data(), p.shapes.input});
-    set_counters(state, p.params, plan.workspace_bytes(Conv2dDirection::backward_data));
-  })->UseRealTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark(("conv/backward_weights" + suffix).c_str(), [shape](benchmark::State& state) {
-    Problem p(shape);
-    const Conv2dPlan plan(p.params);
-    for (auto _ : state) plan.backward_weights(p.input(), p.output_grad(), {p.dw.data(), p.shapes.weights});
-    set_counters(state, p.params, plan.workspace_bytes(Conv2dDirection::backward_weights));
+Prepared stateless(std::function<void()> call) { return {std::move(call), 0, nullptr}; }
+
+void register_conv(const char* implementation, const Shape& shape, Direction direction, Preparer prepare) {
+  const std::string name = std::string("conv/") + name_of(direction) + "/" + implementation + "/" + shape.name;
+  benchmark::RegisterBenchmark(name.c_str(), [shape, direction, prepare](benchmark::State& state) {
+    Problem problem(shape);
+    const Prepared prepared = prepare(problem, direction);
+    for (auto _ : state) prepared.call();
+    state.counters["GFLOPs"] =
+        benchmark::Counter(conv2d_flops(problem.params) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["workspace_bytes"] = static_cast<double>(prepared.workspace_bytes);
   })->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
-void register_direct_naive(const Shape& shape) {
-  // The plain loops run at ~1-2 GFLOP/s: skip shapes that would take more than a few seconds per call.
-  if (conv2d_flops(to_params(shape)) > 2e9) return;
-  const std::string suffix = std::string("/direct_naive/") + shape.name;
-  benchmark::RegisterBenchmark(("conv/forward" + suffix).c_str(), [shape](benchmark::State& state) {
-    Problem p(shape);
-    for (auto _ : state) {
-      direct_conv2d_forward(p.params, p.input(), p.weights(), std::span<const float>{},
-                            TensorView{p.y.data(), p.shapes.output});
+Prepared prepare_im2col(Problem& p, Direction direction) {
+  auto plan = std::make_shared<Conv2dPlan>(p.params);
+  switch (direction) {
+    case Direction::forward:
+      return {[&p, plan] { plan->forward(p.input(), p.weights(), {}, p.output()); },
+              plan->workspace_bytes(Conv2dDirection::forward), plan};
+    case Direction::backward_data:
+      return {[&p, plan] { plan->backward_data(p.output_grad(), p.weights(), p.input_grad()); },
+              plan->workspace_bytes(Conv2dDirection::backward_data), plan};
+    case Direction::backward_weights:
+      return {[&p, plan] { plan->backward_weights(p.input(), p.output_grad(), p.weights_grad()); },
+              plan->workspace_bytes(Conv2dDirection::backward_weights), plan};
+  }
+  return {};
+}
+
+Prepared prepare_direct(Problem& p, Direction direction) {
+  switch (direction) {
+    case Direction::forward:
+      return stateless([&p] { direct_conv2d_forward_optimized(p.params, p.input(), p.weights(), {}, p.output()); });
+    case Direction::backward_data:
+      return stateless([&p] { direct_conv2d_backward_data_optimized(p.params, p.output_grad(), p.weights(), p.input_grad()); });
+    case Direction::backward_weights:
+      return stateless([&p] {
+        direct_conv2d_backward_weights_optimized(p.params, p.input(), p.output_grad(), p.weights_grad());
+      });
+  }
+  return {};
+}
+
+Prepared prepare_direct_naive(Problem& p, Direction direction) {
+  switch (direction) {
+    case Direction::forward:
+      return stateless([&p] { direct_conv2d_forward(p.params, p.input(), p.weights(), std::span<const float>{}, p.output()); });
+    case Direction::backward_data:
+      return stateless([&p] { direct_conv2d_backward_data(p.params, p.output_grad(), p.weights(), p.input_grad()); });
+    case Direction::backward_weights:
+      return stateless([&p] { direct_conv2d_backward_weights(p.params, p.input(), p.output_grad(), p.weights_grad()); });
+  }
+  return {};
+}
+
+#ifdef CONVGEMM_BENCH_ONEDNN
+// oneDNN's convolution on plain NCHW / (G)OIHW tensors, as a framework that keeps NCHW would call it.
+Prepared prepare_onednn(Problem& p, Direction direction) {
+  using dnnl::memory;
+  using tag = memory::format_tag;
+  struct State {
+    dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+    dnnl::stream stream{engine};
+    dnnl::primitive primitive;
+    std::unordered_map<int, memory> arguments;
+  };
+  auto state = std::make_shared<State>();
+  const Conv2dParams& c = p.params;
+  const memory::dims src{c.batch, c.in_channels, c.in_height, c.in_width};
+  const memory::dims dst{c.batch, c.out_channels, p.shapes.output[2], p.shapes.output[3]};
+  const memory::dims weights =
+      c.groups == 1 ? memory::dims{c.out_channels, c.in_channels, c.kernel_height, c.kernel_width}
+                    : memory::dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel_height,
+                                   c.kernel_width};
+  const memory::desc src_md(src, memory::data_type::f32, tag::nchw);
+  const memory::desc dst_md(dst, memory::data_type::f32, tag::nchw);
+  const memory::desc weights_md(weights, memory::data_type::f32, c.groups == 1 ? tag::oihw : tag::goihw);
+  const memory::dims strides{c.stride.height, c.stride.width};
+  const memory::dims dilates{c.dilation.height - 1, c.dilation.width - 1};
+  const memory::dims pad_l{c.padding.top, c.padding.left}, pad_r{c.padding.bottom, c.padding.right};
+  const dnnl::convolution_forward::primitive_desc forward_pd(
+      {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides,
+       dilates, pad_l, pad_r},
+      state->engine);
+  const auto wrap = [&](const memory::desc& md, std::vector<float>& v) { return memory(md, state->engine, v.data()); };
+  size_t scratchpad = 0;
+  switch (direction) {
+    case Direction::forward:
+      state->primitive = dnnl::convolution_forward(forward_pd);
+      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)}, {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
+                          {DNNL_ARG_DST, wrap(dst_md, p.y)}};
+      scratchpad = forward_pd.scratchpad_desc().get_size();
+      break;
+    case Direction::backward_data: {
+      const dnnl::convolution_backward_data::primitive_desc pd(
+          {dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides, dilates, pad_l, pad_r},
+          state->engine, forward_pd);
+      state->primitive = dnnl::convolution_backward_data(pd);
+      state->arguments = {{DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)}, {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
+                          {DNNL_ARG_DIFF_SRC, wrap(src_md, p.dx)}};
+      scratchpad = pd.scratchpad_desc().get_size();
+      break;
     }
-    set_counters(state, p.params, 0);
+    case Direction::backward_weights: {
+      const dnnl::convolution_backward_weights::primitive_desc pd(
+          {dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides, dilates, pad_l, pad_r},
+          state->engine, forward_pd);
+      state->primitive = dnnl::convolution_backward_weights(pd);
+      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)}, {DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)},
+                          {DNNL_ARG_DIFF_WEIGHTS, wrap(weights_md, p.dw)}};
+      scratchpad = pd.scratchpad_desc().get_size();
+      break;
+    }
+  }
+  State* s = state.get();
+  return {[s] {
+            s->primitive.execute(s->stream, s->arguments);
+            s->stream.wait();
+          },
+          scratchpad, state};
+}
+#endif
+
+// C[m x n] = A[m x k] * B[k x n] with OpenBLAS on all cores: the peak the convolutions are measured against.
+// convgemm pins OpenBLAS to one thread (its parallelism is TBB's), so this benchmark lifts that for its run.
+void register_sgemm(const std::string& name, int64_t m, int64_t n, int64_t k, int64_t batch) {
+  benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+    std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(k * n), 0.25f),
+        c(static_cast<size_t>(m * n));
+    const int previous = openblas_get_num_threads();
+    openblas_set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+    for (auto _ : state) {
+      for (int64_t i = 0; i < batch; ++i) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                    static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(n), 0.0f,
+                    c.data(), static_cast<int>(n));
+      }
+    }
+    openblas_set_num_threads(previous);
+    state.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(m * n * k * batch) / 1e9,
+                                                  benchmark::Counter::kIsIterationInvariantRate);
   })->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (const Shape& shape : shapes) register_im2col(shape);
-  for (const Shape& shape : shapes) register_direct_naive(shape);
+  ensure_fast_blas_kernel(argc, argv);
+  register_sgemm("sgemm/2048", 2048, 2048, 2048, 1);
+  for (const Shape& shape : shapes) {
+    // The forward GEMM of the whole batch, one group: (K/G) x (C/G*R*S) times (C/G*R*S) x (N*P*Q).
+    const Conv2dShapes s = conv2d_shapes(to_params(shape));
+    register_sgemm(std::string("sgemm/") + shape.name, shape.K / shape.groups, shape.N * s.output[2] * s.output[3],
+                   shape.C / shape.groups * shape.R * shape.S, shape.groups);
+  }
+  for (const Direction direction : {Direction::forward, Direction::backward_data, Direction::backward_weights}) {
+    for (const Shape& shape : shapes) {
+      register_conv("im2col", shape, direction, prepare_im2col);
+      register_conv("direct", shape, direction, prepare_direct);
+#ifdef CONVGEMM_BENCH_ONEDNN
+      register_conv("onednn", shape, direction, prepare_onednn);
+#endif
+      // The plain loops run at ~2 GFLOP/s: only where a call takes a few seconds at most.
+      if (conv2d_flops(to_params(shape)) <= 2e9) register_conv("direct_naive", shape, direction, prepare_direct_naive);
+    }
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const RuntimeInfo info = runtime_info();
+  benchmark::AddCustomContext("convgemm", info.version);
   benchmark::AddCustomContext("blas", info.blas_vendor + " " + info.blas_kernel);
+  benchmark::AddCustomContext("blas_config", info.blas_config);
   benchmark::AddCustomContext("threads", std::to_string(info.default_threads));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

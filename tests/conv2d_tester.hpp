@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -118,33 +119,25 @@ class Conv2dTester {
     output_grad_ = random_floats(element_count(shapes_.output), rng);
   }
 
+  // The three directions of some implementation of the convolution, on this problem's tensors.
+  struct Implementation {
+    std::function<void(ConstTensorView x, ConstTensorView w, std::span<const float> b, TensorView y)> forward;
+    std::function<void(ConstTensorView dy, ConstTensorView w, TensorView dx)> backward_data;
+    std::function<void(ConstTensorView x, ConstTensorView dy, TensorView dw)> backward_weights;
+  };
+
   // Runs all four directions through `plan`, with the caller-supplied workspace when given.
   void check(const Conv2dPlan& plan, bool caller_workspace = false) const {
-    INFO(describe(params_));
-    const int64_t Cg = params_.in_channels / params_.groups;
-    const int64_t Kg = params_.out_channels / params_.groups;
-    const int64_t taps = params_.kernel_height * params_.kernel_width;
-    const int64_t pixels = shapes_.output[2] * shapes_.output[3];
+    INFO(describe(params_) << " | " << plan.describe());
     std::vector<std::byte> workspace(caller_workspace ? plan.workspace_bytes() : 0);
-
-    std::vector<float> output(static_cast<size_t>(element_count(shapes_.output)));
-    plan.forward(in(input_, shapes_.input), in(weights_, shapes_.weights), bias_, out(output, shapes_.output),
-                 workspace);
-    require_within_bound(output, exact_forward(false), exact_forward(true), Cg * taps + 1, "forward");
-
-    std::vector<float> input_grad(input_.size());
-    plan.backward_data(in(output_grad_, shapes_.output), in(weights_, shapes_.weights),
-                       out(input_grad, shapes_.input), workspace);
-    require_within_bound(input_grad, exact_backward_data(false), exact_backward_data(true), Kg * taps,
-                         "backward_data");
-
-    std::vector<float> weights_grad(weights_.size());
-    plan.backward_weights(in(input_, shapes_.input), in(output_grad_, shapes_.output),
-                          out(weights_grad, shapes_.weights), GradientMode::overwrite, workspace);
+    check_directions({
+        [&](auto x, auto w, auto b, auto y) { plan.forward(x, w, b, y, workspace); },
+        [&](auto dy, auto w, auto dx) { plan.backward_data(dy, w, dx, workspace); },
+        [&](auto x, auto dy, auto dw) { plan.backward_weights(x, dy, dw, GradientMode::overwrite, workspace); },
+    });
+    const int64_t pixels = shapes_.output[2] * shapes_.output[3];
     const auto exact_dw = exact_backward_weights(false);
     const auto magnitude_dw = exact_backward_weights(true);
-    require_within_bound(weights_grad, exact_dw, magnitude_dw, params_.batch * pixels, "backward_weights");
-
     // Accumulate mode adds onto what is there: dW_acc = dW_before + dW.
     const std::vector<float> before = weights_;
     std::vector<float> accumulated = before;
@@ -167,7 +160,42 @@ class Conv2dTester {
     require_within_bound(bias_grad, exact_db, magnitude_db, params_.batch * pixels, "backward_bias");
   }
 
+  // The optimised direct convolution (the benchmarks' baseline) on the same problem.
+  void check_optimized_direct() const {
+    INFO(describe(params_) << " | optimised direct");
+    check_directions({
+        [&](auto x, auto w, auto b, auto y) { direct_conv2d_forward_optimized(params_, x, w, b, y); },
+        [&](auto dy, auto w, auto dx) { direct_conv2d_backward_data_optimized(params_, dy, w, dx); },
+        [&](auto x, auto dy, auto dw) { direct_conv2d_backward_weights_optimized(params_, x, dy, dw); },
+    });
+  }
+
  private:
+  // Checks forward, backward-data and backward-weights (overwrite) against the oracle.
+  void check_directions(const Implementation& implementation) const {
+    const int64_t Cg = params_.in_channels / params_.groups;
+    const int64_t Kg = params_.out_channels / params_.groups;
+    const int64_t taps = params_.kernel_height * params_.kernel_width;
+    const int64_t pixels = shapes_.output[2] * shapes_.output[3];
+
+    std::vector<float> output(static_cast<size_t>(element_count(shapes_.output)));
+    implementation.forward(in(input_, shapes_.input), in(weights_, shapes_.weights), bias_,
+                           out(output, shapes_.output));
+    require_within_bound(output, exact_forward(false), exact_forward(true), Cg * taps + 1, "forward");
+
+    std::vector<float> input_grad(input_.size());
+    implementation.backward_data(in(output_grad_, shapes_.output), in(weights_, shapes_.weights),
+                                 out(input_grad, shapes_.input));
+    require_within_bound(input_grad, exact_backward_data(false), exact_backward_data(true), Kg * taps,
+                         "backward_data");
+
+    std::vector<float> weights_grad(weights_.size());
+    implementation.backward_weights(in(input_, shapes_.input), in(output_grad_, shapes_.output),
+                                    out(weights_grad, shapes_.weights));
+    require_within_bound(weights_grad, exact_backward_weights(false), exact_backward_weights(true),
+                         params_.batch * pixels, "backward_weights");
+  }
+
   template <class T>
   static BasicTensorView<const T> in(const std::vector<T>& v, const Shape4& shape) {
     return {v.data(), shape};

@@ -27,7 +27,9 @@ TEST_CASE("conv2d: im2col+GEMM matches the direct oracle on 600 random problems"
     strided += params.stride.height > 1 || params.stride.width > 1;
     dilated += params.dilation.height > 1 || params.dilation.width > 1;
     padded += params.padding.top + params.padding.bottom + params.padding.left + params.padding.right > 0;
-    Conv2dTester(params, seed).check(plan, /*caller_workspace=*/seed % 2 == 0);
+    const Conv2dTester tester(params, seed);
+    tester.check(plan, /*caller_workspace=*/seed % 2 == 0);
+    if (seed % 3 == 0) tester.check_optimized_direct();  // the benchmarks' direct baseline, on 200 problems
   }
   // The draw really covers every feature (a guard against a generator that silently stopped varying).
   CHECK(pointwise >= 60);
@@ -79,7 +81,9 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
   };
   for (size_t i = 0; i < layers.size(); ++i) {
     const Conv2dPlan plan(layers[i]);
-    Conv2dTester(layers[i], 100 + i).check(plan, i % 2 == 1);
+    const Conv2dTester tester(layers[i], 100 + i);
+    tester.check(plan, i % 2 == 1);
+    tester.check_optimized_direct();
   }
 }
 

@@ -53,6 +53,7 @@ std::vector<float> random_floats(int64_t count, std::mt19937_64& rng) {
 
 int main(int argc, char** argv) {
   using namespace convgemm;
+  ensure_fast_blas_kernel(argc, argv);
   Conv2dParams params{.batch = 8, .in_channels = 64, .in_height = 28, .in_width = 28, .out_channels = 64,
                       .kernel_height = 3, .kernel_width = 3, .has_bias = true};
   int64_t padding = 1, stride = 1;
@@ -77,8 +78,11 @@ int main(int argc, char** argv) {
     const Conv2dPlan plan(params, {.threads = threads});
     const Conv2dShapes& s = plan.shapes();
     const RuntimeInfo info = runtime_info();
-    std::printf("convgemm %s | %s kernel %s | TBB %s | %d threads\n", info.version.c_str(), info.blas_vendor.c_str(),
-                info.blas_kernel.c_str(), info.tbb_version.c_str(), plan.threads());
+    std::printf("convgemm %s | %s kernel %s%s | TBB %s | %d threads\n", info.version.c_str(),
+                info.blas_vendor.c_str(), info.blas_kernel.c_str(),
+                info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)", info.tbb_version.c_str(),
+                plan.threads());
+    std::printf("plan: %s\n", plan.describe().c_str());
     std::printf("layer: N=%ld C=%ld %ldx%ld -> K=%ld %ldx%ld, kernel %ldx%ld, stride %ld, padding %ld, bias\n",
                 params.batch, params.in_channels, params.in_height, params.in_width, params.out_channels, s.output[2],
                 s.output[3], params.kernel_height, params.kernel_width, stride, padding);

@@ -190,14 +190,17 @@ struct Tiling {
   int64_t samples_per_tile = 0, tile_pixels = 0, tiles_per_sample = 0, sample_groups = 0;
 
   Tiling() = default;
-  // Tiles of about target_pixels columns.
-  Tiling(int64_t batch_, int64_t output_pixels_, int64_t target_pixels) : batch(batch_), output_pixels(output_pixels_) {
-    if (output_pixels >= target_pixels) {
+  // Tiles of at most max_pixels columns, balanced.
+  // Samples smaller than min_tile_pixels are laid side by side until the tile reaches min_tile_pixels: just wide
+  // enough for an efficient GEMM, no wider, since every extra sample adds gather/scatter traffic.
+  Tiling(int64_t batch_, int64_t output_pixels_, int64_t max_pixels, int64_t min_pixels)
+      : batch(batch_), output_pixels(output_pixels_) {
+    if (output_pixels >= min_pixels) {
       samples_per_tile = 1;
-      tiles_per_sample = (output_pixels + target_pixels - 1) / target_pixels;
+      tiles_per_sample = (output_pixels + max_pixels - 1) / max_pixels;
       tile_pixels = (output_pixels + tiles_per_sample - 1) / tiles_per_sample;  // balanced tiles
     } else {
-      samples_per_tile = std::min(batch, target_pixels / output_pixels);
+      samples_per_tile = std::clamp<int64_t>(min_pixels / output_pixels, 1, batch);
       tiles_per_sample = 1;
       tile_pixels = output_pixels;
     }
@@ -301,13 +304,14 @@ struct Conv2dPlan::Impl {
 
     weight_blocks = std::clamp<int64_t>(col_rows / min_weight_block_columns, 1,
                                         std::min(max_weight_blocks, group_in_channels));
+    // The column tile (and the gathered dY of a multi-sample tile) fit in the L2 budget.
     const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
-    const int64_t target_pixels = std::max(min_tile_pixels, budget / col_rows);
-    weight_tiling = Tiling(p.batch, output_pixels, target_pixels);
+    const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
+    weight_tiling = Tiling(p.batch, output_pixels, max_pixels, min_tile_pixels);
     require_blas_dimension(weight_tiling.width(), "tile width");
     weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_tiling.sample_groups);
     weight_slots = threads;
-    use_tiling(Tiling(p.batch, output_pixels, target_pixels));
+    use_tiling(weight_tiling);
     if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
   }
 
@@ -328,14 +332,14 @@ struct Conv2dPlan::Impl {
     for (int64_t target = weight_tiling.width(); workspace_bytes(Conv2dDirection::backward_weights) > limit &&
                                                  target > 1;) {
       target = ceil_div(target, 2);
-      weight_tiling = Tiling(params.batch, output_pixels, target);
+      weight_tiling = Tiling(params.batch, output_pixels, target, std::min(target, min_tile_pixels));
     }
     while (weight_slots < threads && workspace_bytes_with_weight_slots(weight_slots + 1) <= limit) ++weight_slots;
     for (int64_t target = tiling.width();
          std::max(workspace_bytes(Conv2dDirection::forward), workspace_bytes(Conv2dDirection::backward_data)) > limit &&
          target > 1;) {
       target = ceil_div(target, 2);
-      use_tiling(Tiling(params.batch, output_pixels, target));
+      use_tiling(Tiling(params.batch, output_pixels, target, std::min(target, min_tile_pixels)));
     }
     if (workspace_bytes_max() > limit) {
       throw Error(Status::invalid_argument, "workspace_limit_bytes",
