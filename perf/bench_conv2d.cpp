@@ -254,6 +254,12 @@ int main(int argc, char** argv) {
     register_sgemm(std::string("sgemm/") + shape.name, shape.K / shape.groups, shape.N * s.output[2] * s.output[3],
                    shape.C / shape.groups * shape.R * shape.S, shape.groups);
   }
+  // Batch-1 inference on one thread: the baseline for the within-sample speed-up on all cores.
+  register_conv("im2col_1thread", shapes[11], Direction::forward, [](Problem& p, Direction) {
+    auto plan = std::make_shared<Conv2dPlan>(p.params, ExecutionOptions{.threads = 1});
+    return Prepared{[&p, plan] { plan->forward(p.input(), p.weights(), {}, p.output()); },
+                    plan->workspace_bytes(Conv2dDirection::forward), plan};
+  });
   for (const Direction direction : {Direction::forward, Direction::backward_data, Direction::backward_weights}) {
     for (const Shape& shape : shapes) {
       register_conv("im2col", shape, direction, prepare_im2col);
