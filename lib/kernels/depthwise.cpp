@@ -1,6 +1,7 @@
 // The depthwise loops: for each tap (r, s) and output row p, the valid output columns [first, last) read input
 // row h at columns q*sw + offset. The same traversal as im2col, without materialising the column matrix.
 #include "kernels/depthwise.hpp"
+#include "kernels/vector_clones.hpp"
 
 namespace convgemm::kernels {
 namespace {
@@ -22,6 +23,7 @@ void for_each_valid_row(const ImageGeometry& g, RowFunction&& row) {
 
 }  // namespace
 
+CONVGEMM_VECTOR_CLONES
 void depthwise_forward(const ImageGeometry& g, const float* image, const float* filter, float* output) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
@@ -36,6 +38,7 @@ void depthwise_forward(const ImageGeometry& g, const float* image, const float* 
   });
 }
 
+CONVGEMM_VECTOR_CLONES
 void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, const float* filter,
                              float* image_grad) {
   const int64_t stride = g.stride_width;
@@ -51,6 +54,7 @@ void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, c
   });
 }
 
+CONVGEMM_VECTOR_CLONES
 void depthwise_backward_weights(const ImageGeometry& g, const float* image, const float* output_grad,
                                 float* filter_grad) {
   const int64_t stride = g.stride_width;

@@ -3,6 +3,7 @@
 // holds zeros (padding). Computing the range once per tap keeps the inner loops branch-free, so they vectorise
 // for stride 1. Index arithmetic rather than shifted pointers: the input offset may be negative (left padding).
 #include "kernels/im2col.hpp"
+#include "kernels/vector_clones.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -48,6 +49,7 @@ ValidColumns valid_columns(const ImageGeometry& g, int64_t s) {
   return {first, last, offset};
 }
 
+CONVGEMM_VECTOR_CLONES
 void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
             int64_t col_stride) {
   const int64_t stride = g.stride_width;
@@ -75,6 +77,7 @@ void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int
                    });
 }
 
+CONVGEMM_VECTOR_CLONES
 void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
                        int64_t pixel_end, float* image) {
   const int64_t stride = g.stride_width;

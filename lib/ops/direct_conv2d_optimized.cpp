@@ -3,6 +3,7 @@
 // its own kernel that keeps 4 filters x 16 lanes of dot products in registers.
 #include <convgemm/direct_conv2d.hpp>
 
+#include "kernels/vector_clones.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/parallel_for.h>
@@ -53,7 +54,7 @@ typedef float Vector __attribute__((vector_size(pixel_block * sizeof(float))));
 
 // y[k0 .. k0+4, p, q0 .. q0+16] = sum over (c, r, s) of w * x_padded, accumulated in registers and stored to
 // `out` (4 x 16) at the end. `filters` holds 4 filters (zero past the group's last one), taps_per_filter apart.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+CONVGEMM_VECTOR_CLONES
 void forward_block(const float* __restrict x, int64_t channels, int64_t padded_height, int64_t padded_width,
                    int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t p, int64_t q0,
                    const float* __restrict filters, int64_t taps_per_filter, float* __restrict out) {
@@ -110,7 +111,7 @@ void forward(const Conv2dParams& p, const Conv2dShapes& shapes, const float* inp
 // lanes (4 x 16) += sum over p, q of dy[k] * x_padded for one sample, channel and tap: 16 lanes per filter of
 // partial dot products, in registers; the caller folds the lanes at the end. dy holds the block's 4 filters as
 // P rows of padded_q (a multiple of 16, zero past Q) each, so every load is a full vector.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+CONVGEMM_VECTOR_CLONES
 void weights_block(const float* __restrict x, int64_t padded_width, const float* __restrict dy, int64_t P,
                    int64_t padded_q, int64_t sh, int64_t sw, int64_t r_offset, int64_t s_offset,
                    float* __restrict lanes) {

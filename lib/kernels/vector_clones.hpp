@@ -1,0 +1,10 @@
+// Builds a function for AVX-512 (x86-64-v4), AVX2 + FMA (x86-64-v3) and baseline x86-64, and picks the best the
+// CPU has when the library loads (GCC's target_clones, an ifunc). The library itself is compiled for baseline
+// x86-64 so that it runs anywhere; only the loops that vectorise are multiplied.
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CONVGEMM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CONVGEMM_VECTOR_CLONES
+#endif
