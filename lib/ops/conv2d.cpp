@@ -30,17 +30,14 @@ using kernels::Transpose;
 // ---------------------------------------------------------------------------------------------------------------
 // Parameters and shapes
 
-namespace {
-
-void require_positive(int64_t value, const char* name) {
-  if (value < 1) throw Error(Status::invalid_argument, name, "must be positive, got " + std::to_string(value));
+int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                           int64_t dilation) {
+  const int64_t dilated_kernel = dilation * (kernel - 1) + 1;
+  const int64_t span = input + pad_before + pad_after - dilated_kernel;
+  // floor division; a negative span means the kernel does not fit
+  return span < 0 ? 0 : span / stride + 1;
 }
 
-void require_non_negative(int64_t value, const char* name) {
-  if (value < 0) throw Error(Status::invalid_argument, name, "must not be negative, got " + std::to_string(value));
-}
-
-// The output extent along one axis, after checking that the dilated kernel fits in the padded input.
 int64_t validated_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
                               int64_t dilation, const char* kernel_name, const char* axis) {
   const int64_t dilated_kernel = checked_product({dilation, kernel - 1}, std::string(kernel_name) + " * dilation") + 1;
@@ -55,16 +52,6 @@ int64_t validated_output_size(int64_t input, int64_t kernel, int64_t stride, int
                     ") is larger than the padded input " + axis + " " + std::to_string(padded_input));
   }
   return conv2d_output_size(input, kernel, stride, pad_before, pad_after, dilation);
-}
-
-}  // namespace
-
-int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
-                           int64_t dilation) {
-  const int64_t dilated_kernel = dilation * (kernel - 1) + 1;
-  const int64_t span = input + pad_before + pad_after - dilated_kernel;
-  // floor division; a negative span means the kernel does not fit
-  return span < 0 ? 0 : span / stride + 1;
 }
 
 Padding2d Padding2d::same(int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
@@ -147,14 +134,6 @@ namespace {
 // bitwise reproducible. Larger chunks mean fewer partial-gradient additions, smaller ones more parallelism.
 constexpr int64_t weight_chunk_min_pixels = 256;
 
-void require_blas_dimension(int64_t value, const char* what) {
-  if (value > kernels::max_blas_dimension) {
-    throw Error(Status::unsupported, what,
-                std::to_string(value) + " exceeds the largest GEMM dimension of OpenBLAS's 32-bit interface (" +
-                    std::to_string(kernels::max_blas_dimension) + ")");
-  }
-}
-
 }  // namespace
 
 struct Conv2dPlan::Impl {
@@ -210,9 +189,9 @@ struct Conv2dPlan::Impl {
         .output_width = shapes.output[3],
     };
 
-    require_blas_dimension(group_out_channels, "out_channels / groups");
-    require_blas_dimension(output_pixels, "output_height * output_width");
-    require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
+    kernels::require_blas_dimension(group_out_channels, "out_channels / groups");
+    kernels::require_blas_dimension(output_pixels, "output_height * output_width");
+    kernels::require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
     const int64_t col_floats = pointwise ? 0 : checked_product({col_rows, output_pixels}, "column buffer");
     col_bytes = round_up_to_alignment(
         static_cast<size_t>(checked_product({col_floats, int64_t{sizeof(float)}}, "column buffer")));
