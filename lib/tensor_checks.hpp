@@ -38,10 +38,10 @@ void check_optional_vector(std::span<T> vector, int64_t expected_size, const cha
   }
 }
 
-// A flat buffer of exactly expected_size elements (an elementwise operator's input or output).
+// A flat buffer of exactly expected_size elements (an elementwise operator's input or output). A span's data
+// pointer needs no check: a span over a null pointer with a nonzero size cannot be made without undefined behaviour.
 template <class T>
 void check_vector(std::span<T> vector, int64_t expected_size, const char* name) {
-  if (vector.data() == nullptr && !vector.empty()) throw Error(Status::invalid_argument, name, "data pointer is null");
   if (static_cast<int64_t>(vector.size()) != expected_size) {
     throw Error(Status::invalid_argument, name,
                 "has " + std::to_string(vector.size()) + " elements, expected " + std::to_string(expected_size));

@@ -1,6 +1,7 @@
 // The whole C++ API of convgemm in one include.
 #pragma once
 
+#include <convgemm/activation.hpp>
 #include <convgemm/conv2d.hpp>
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
