@@ -3,6 +3,7 @@
 
 #include <convgemm/activation.hpp>
 #include <convgemm/conv2d.hpp>
+#include <convgemm/dense.hpp>
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
 #include <convgemm/pool2d.hpp>
