@@ -9,6 +9,8 @@
 // implementation can never fail the check, while any indexing error is off by O(sum|terms|), >> gamma(n) times it.
 #pragma once
 
+#include "test_views.hpp"
+
 #include <convgemm/convgemm.hpp>
 
 #include <catch2/catch.hpp>
@@ -168,15 +170,6 @@ class Conv2dTester {
   }
 
  private:
-  template <class T>
-  static BasicTensorView<const T> in(const std::vector<T>& v, const Shape4& shape) {
-    return {v.data(), shape};
-  }
-  template <class T>
-  static BasicTensorView<T> out(std::vector<T>& v, const Shape4& shape) {
-    return {v.data(), shape};
-  }
-
   // The oracle on the float inputs (absolute = false), or on their absolute values: the sum of |terms|.
   std::vector<double> exact_forward(bool absolute) const {
     std::vector<double> y(static_cast<size_t>(element_count(shapes_.output)));

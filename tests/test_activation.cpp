@@ -2,6 +2,7 @@
 // gradients, in-place use, dropout's reproducibility across seeds, calls and thread counts, and bad input.
 #include "gradient_check.hpp"
 #include "require_error.hpp"
+#include "test_views.hpp"
 
 #include <convgemm/activation.hpp>
 
@@ -10,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
@@ -18,6 +18,7 @@
 using namespace convgemm;
 using convgemm::testing::check_gradient;
 using convgemm::testing::dot;
+using convgemm::testing::bitwise_equal;
 using convgemm::testing::require_error;
 
 namespace {
@@ -39,10 +40,6 @@ const std::vector<Activation>& activations() {
       {"tanh", [](auto x, auto y) { tanh_forward(x, y); }, [](auto y, auto dy, auto dx) { tanh_backward(y, dy, dx); }},
   };
   return all;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 }  // namespace

@@ -9,28 +9,21 @@
 #include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
 
-#include <cstring>
 #include <random>
 #include <vector>
 
 using namespace convgemm;
+using convgemm::testing::bitwise_equal;
 using convgemm::testing::check_gradient;
 using convgemm::testing::dot;
+using convgemm::testing::in;
+using convgemm::testing::out;
 using convgemm::testing::random_floats;
 using convgemm::testing::require_error;
 using convgemm::testing::require_within_bound;
 using convgemm::testing::to_double;
 
 namespace {
-
-template <class T>
-BasicTensorView<const T> in(const std::vector<T>& v, const Shape4& shape) {
-  return {v.data(), shape};
-}
-template <class T>
-BasicTensorView<T> out(std::vector<T>& v, const Shape4& shape) {
-  return {v.data(), shape};
-}
 
 // The naive loops, in double, on values or (absolute = true) their magnitudes: the exact result and sum |terms|.
 struct NaiveDense {
@@ -85,10 +78,6 @@ struct NaiveDense {
     return db;
   }
 };
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 // random problems against a padded-image oracle written here, finite-difference gradients, and bad input.
 #include "gradient_check.hpp"
 #include "require_error.hpp"
+#include "test_views.hpp"
 
 #include <convgemm/pool2d.hpp>
 
@@ -15,18 +16,11 @@
 using namespace convgemm;
 using convgemm::testing::check_gradient;
 using convgemm::testing::dot;
+using convgemm::testing::in;
+using convgemm::testing::out;
 using convgemm::testing::require_error;
 
 namespace {
-
-template <class T>
-BasicTensorView<const T> in(const std::vector<T>& v, const Shape4& shape) {
-  return {v.data(), shape};
-}
-template <class T>
-BasicTensorView<T> out(std::vector<T>& v, const Shape4& shape) {
-  return {v.data(), shape};
-}
 
 // PyTorch's default stride (the kernel) and no padding.
 Pool2dParams pool_params(int64_t height, int64_t width, int64_t kernel, int64_t stride, Padding2d padding = {}) {
