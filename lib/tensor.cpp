@@ -12,6 +12,14 @@ std::string to_string(const Shape4& shape) {
   return text + "]";
 }
 
+void require_positive(int64_t value, const char* name) {
+  if (value < 1) throw Error(Status::invalid_argument, name, "must be positive, got " + std::to_string(value));
+}
+
+void require_non_negative(int64_t value, const char* name) {
+  if (value < 0) throw Error(Status::invalid_argument, name, "must not be negative, got " + std::to_string(value));
+}
+
 int64_t checked_product(std::initializer_list<int64_t> factors, const std::string& what) {
   int64_t product = 1;
   for (const int64_t factor : factors) {

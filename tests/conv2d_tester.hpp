@@ -9,6 +9,8 @@
 // implementation can never fail the check, while any indexing error is off by O(sum|terms|), >> gamma(n) times it.
 #pragma once
 
+#include "test_views.hpp"
+
 #include <convgemm/convgemm.hpp>
 
 #include <catch2/catch.hpp>
@@ -194,15 +196,6 @@ class Conv2dTester {
                                     out(weights_grad, shapes_.weights));
     require_within_bound(weights_grad, exact_backward_weights(false), exact_backward_weights(true),
                          params_.batch * pixels, "backward_weights");
-  }
-
-  template <class T>
-  static BasicTensorView<const T> in(const std::vector<T>& v, const Shape4& shape) {
-    return {v.data(), shape};
-  }
-  template <class T>
-  static BasicTensorView<T> out(std::vector<T>& v, const Shape4& shape) {
-    return {v.data(), shape};
   }
 
   // The oracle on the float inputs (absolute = false), or on their absolute values: the sum of |terms|.

@@ -4,9 +4,8 @@
 
 #include <oneapi/tbb/task_arena.h>
 
-#include <cstring>
-
 using namespace convgemm;
+using convgemm::testing::bitwise_equal;
 
 namespace {
 
@@ -22,10 +21,6 @@ Gradients gradients(const Conv2dPlan& plan, const std::vector<float>& input, con
                         {result.weights_grad.data(), shapes.weights});
   plan.backward_bias({output_grad.data(), shapes.output}, result.bias_grad);
   return result;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 }  // namespace

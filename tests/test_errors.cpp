@@ -1,29 +1,18 @@
 // Bad input through the C++ API: every case throws convgemm::Error naming the offending parameter or tensor,
 // with the right status, and leaves every output buffer exactly as it was.
 #include "conv2d_tester.hpp"
+#include "require_error.hpp"
 
 #include <functional>
 
 using namespace convgemm;
+using convgemm::testing::require_error;
 
 namespace {
 
 const Conv2dParams valid_params{.batch = 2, .in_channels = 4, .in_height = 6, .in_width = 5, .out_channels = 6,
                                 .kernel_height = 3, .kernel_width = 3, .padding = Padding2d::symmetric(1, 1),
                                 .groups = 2, .has_bias = true};
-
-void require_error(const std::function<void()>& call, Status status, const std::string& parameter) {
-  try {
-    call();
-  } catch (const Error& error) {
-    INFO(error.what());
-    CHECK(error.status() == status);
-    CHECK(error.parameter() == parameter);
-    CHECK(std::string(error.what()).find(parameter) != std::string::npos);
-    return;
-  }
-  FAIL("no convgemm::Error thrown; expected one naming " << parameter);
-}
 
 Conv2dParams with(std::function<void(Conv2dParams&)> change) {
   Conv2dParams params = valid_params;

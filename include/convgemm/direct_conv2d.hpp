@@ -11,9 +11,6 @@
 
 namespace convgemm {
 
-using TensorViewF64 = BasicTensorView<double>;
-using ConstTensorViewF64 = BasicTensorView<const double>;
-
 // y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl] * w[k,c,r,s]
 void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
                            std::span<const float> bias, TensorView output);

@@ -33,5 +33,8 @@ struct BasicTensorView {
 
 using TensorView = BasicTensorView<float>;
 using ConstTensorView = BasicTensorView<const float>;
+// Double-precision views: the oracles and operators offer double overloads for finite-difference checks.
+using TensorViewF64 = BasicTensorView<double>;
+using ConstTensorViewF64 = BasicTensorView<const double>;
 
 }  // namespace convgemm

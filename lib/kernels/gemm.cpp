@@ -1,6 +1,8 @@
 // The OpenBLAS binding: the only translation unit that includes cblas.h.
 #include "kernels/gemm.hpp"
 
+#include <convgemm/error.hpp>
+
 #include <cassert>
 
 #include <cblas.h>
@@ -15,6 +17,14 @@ void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, i
               transpose_b == Transpose::yes ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
               static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b,
               static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
+void require_blas_dimension(int64_t value, const char* what) {
+  if (value > max_blas_dimension) {
+    throw Error(Status::unsupported, what,
+                std::to_string(value) + " exceeds the largest GEMM dimension of OpenBLAS's 32-bit interface (" +
+                    std::to_string(max_blas_dimension) + ")");
+  }
 }
 
 void use_single_threaded_blas() {

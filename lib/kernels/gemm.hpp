@@ -16,6 +16,10 @@ void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, i
 // Largest dimension or leading dimension OpenBLAS's LP64 interface takes.
 inline constexpr int64_t max_blas_dimension = INT32_MAX;
 
+// Throws convgemm::Error (Status::unsupported) naming `what` when value exceeds max_blas_dimension. Plans call it
+// on every GEMM dimension when they are made, so that sgemm never sees one it cannot pass on.
+void require_blas_dimension(int64_t value, const char* what);
+
 // OpenBLAS has no TBB support: called from TBB tasks with its own thread pool it oversubscribes the cores.
 // All of convgemm's parallelism comes from TBB, so BLAS runs one thread per call. Idempotent and cheap.
 void use_single_threaded_blas();

@@ -35,17 +35,14 @@ using kernels::Transpose;
 // ---------------------------------------------------------------------------------------------------------------
 // Parameters and shapes
 
-namespace {
-
-void require_positive(int64_t value, const char* name) {
-  if (value < 1) throw Error(Status::invalid_argument, name, "must be positive, got " + std::to_string(value));
+int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                           int64_t dilation) {
+  const int64_t dilated_kernel = dilation * (kernel - 1) + 1;
+  const int64_t span = input + pad_before + pad_after - dilated_kernel;
+  // floor division; a negative span means the kernel does not fit
+  return span < 0 ? 0 : span / stride + 1;
 }
 
-void require_non_negative(int64_t value, const char* name) {
-  if (value < 0) throw Error(Status::invalid_argument, name, "must not be negative, got " + std::to_string(value));
-}
-
-// The output extent along one axis, after checking that the dilated kernel fits in the padded input.
 int64_t validated_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
                               int64_t dilation, const char* kernel_name, const char* axis) {
   const int64_t dilated_kernel = checked_product({dilation, kernel - 1}, std::string(kernel_name) + " * dilation") + 1;
@@ -60,16 +57,6 @@ int64_t validated_output_size(int64_t input, int64_t kernel, int64_t stride, int
                     ") is larger than the padded input " + axis + " " + std::to_string(padded_input));
   }
   return conv2d_output_size(input, kernel, stride, pad_before, pad_after, dilation);
-}
-
-}  // namespace
-
-int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
-                           int64_t dilation) {
-  const int64_t dilated_kernel = dilation * (kernel - 1) + 1;
-  const int64_t span = input + pad_before + pad_after - dilated_kernel;
-  // floor division; a negative span means the kernel does not fit
-  return span < 0 ? 0 : span / stride + 1;
 }
 
 Padding2d Padding2d::same(int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
@@ -159,14 +146,6 @@ constexpr int64_t max_weight_blocks = 8;
 int64_t column_tile_budget_bytes() {
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
   return (l2 > 0 ? l2 : 1 << 20) / 2;
-}
-
-void require_blas_dimension(int64_t value, const char* what) {
-  if (value > kernels::max_blas_dimension) {
-    throw Error(Status::unsupported, what,
-                std::to_string(value) + " exceeds the largest GEMM dimension of OpenBLAS's 32-bit interface (" +
-                    std::to_string(kernels::max_blas_dimension) + ")");
-  }
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -298,9 +277,9 @@ struct Conv2dPlan::Impl {
         .output_width = shapes.output[3],
     };
 
-    require_blas_dimension(group_out_channels, "out_channels / groups");
-    require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
-    require_blas_dimension(output_pixels, "output_height * output_width");
+    kernels::require_blas_dimension(group_out_channels, "out_channels / groups");
+    kernels::require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
+    kernels::require_blas_dimension(output_pixels, "output_height * output_width");
 
     weight_blocks = std::clamp<int64_t>(col_rows / min_weight_block_columns, 1,
                                         std::min(max_weight_blocks, group_in_channels));
@@ -308,7 +287,7 @@ struct Conv2dPlan::Impl {
     const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
     const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
     weight_tiling = Tiling(p.batch, output_pixels, max_pixels, min_tile_pixels);
-    require_blas_dimension(weight_tiling.width(), "tile width");
+    kernels::require_blas_dimension(weight_tiling.width(), "tile width");
     weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_tiling.sample_groups);
     weight_slots = threads;
     use_tiling(weight_tiling);

@@ -1,0 +1,289 @@
+// Max, average and cross-channel max pooling: shape validation, then forward and backward side by side, each a
+// loop over one plane (one sample's channel, or one output channel's group) run in parallel over the planes.
+// Templated once over the element type (float, double).
+#include <convgemm/error.hpp>
+#include <convgemm/pool2d.hpp>
+
+#include "tensor_checks.hpp"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace convgemm {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parameters and shapes
+
+namespace {
+
+// A side padded by a whole kernel or more would make a window of padding alone, which has no maximum.
+void require_padding_below_kernel(int64_t padding, int64_t kernel, const char* padding_name, const char* kernel_name) {
+  if (padding >= kernel) {
+    throw Error(Status::invalid_argument, padding_name,
+                std::to_string(padding) + " must be smaller than " + kernel_name + " " + std::to_string(kernel) +
+                    ", so that every window covers at least one input pixel");
+  }
+}
+
+}  // namespace
+
+PoolShapes pool2d_shapes(const Pool2dParams& p) {
+  require_positive(p.batch, "batch");
+  require_positive(p.channels, "channels");
+  require_positive(p.in_height, "in_height");
+  require_positive(p.in_width, "in_width");
+  require_positive(p.kernel_height, "kernel_height");
+  require_positive(p.kernel_width, "kernel_width");
+  require_positive(p.stride.height, "stride.height");
+  require_positive(p.stride.width, "stride.width");
+  require_non_negative(p.padding.top, "padding.top");
+  require_non_negative(p.padding.bottom, "padding.bottom");
+  require_non_negative(p.padding.left, "padding.left");
+  require_non_negative(p.padding.right, "padding.right");
+  require_padding_below_kernel(p.padding.top, p.kernel_height, "padding.top", "kernel_height");
+  require_padding_below_kernel(p.padding.bottom, p.kernel_height, "padding.bottom", "kernel_height");
+  require_padding_below_kernel(p.padding.left, p.kernel_width, "padding.left", "kernel_width");
+  require_padding_below_kernel(p.padding.right, p.kernel_width, "padding.right", "kernel_width");
+  const int64_t out_height = validated_output_size(p.in_height, p.kernel_height, p.stride.height, p.padding.top,
+                                                   p.padding.bottom, 1, "kernel_height", "height");
+  const int64_t out_width = validated_output_size(p.in_width, p.kernel_width, p.stride.width, p.padding.left,
+                                                  p.padding.right, 1, "kernel_width", "width");
+  // Every tensor's size in bytes must be representable, so that no later index computation can overflow.
+  checked_product({p.batch, p.channels, p.in_height, p.in_width, int64_t{sizeof(double)}}, "input size");
+  checked_product({p.kernel_height, p.kernel_width}, "kernel_height * kernel_width");
+  return {.input = {p.batch, p.channels, p.in_height, p.in_width},
+          .output = {p.batch, p.channels, out_height, out_width}};
+}
+
+PoolShapes channel_max_pool_shapes(const ChannelMaxPoolParams& p) {
+  require_positive(p.batch, "batch");
+  require_positive(p.channels, "channels");
+  require_positive(p.height, "height");
+  require_positive(p.width, "width");
+  require_positive(p.group_size, "group_size");
+  if (p.channels % p.group_size != 0) {
+    throw Error(Status::invalid_argument, "channels",
+                std::to_string(p.channels) + " is not divisible by group_size " + std::to_string(p.group_size));
+  }
+  checked_product({p.batch, p.channels, p.height, p.width, int64_t{sizeof(double)}}, "input size");
+  return {.input = {p.batch, p.channels, p.height, p.width},
+          .output = {p.batch, p.channels / p.group_size, p.height, p.width}};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared pieces
+
+namespace {
+
+// Whether value replaces the running maximum best: only a strictly larger value does, so the first of equal
+// maxima stays; a NaN replaces any number so that it propagates, and the first NaN stays.
+template <class T>
+bool beats(T value, T best) {
+  return value > best || (std::isnan(value) && !std::isnan(best));
+}
+
+// Runs body(plane) for every plane in [0, planes); each plane's writes belong to one task.
+template <class Body>
+void parallel_over_planes(int64_t planes, const Body& body) {
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int64_t>(0, planes),
+                            [&](const oneapi::tbb::blocked_range<int64_t>& range) {
+                              for (int64_t plane = range.begin(); plane < range.end(); ++plane) body(plane);
+                            });
+}
+
+// The index arithmetic of a pool2d problem: the input rows and columns each window covers, padding clipped off.
+struct WindowGeometry {
+  int64_t planes, H, W, P, Q, R, S, sh, sw, pt, pl;
+
+  WindowGeometry(const Pool2dParams& p, const PoolShapes& shapes)
+      : planes(p.batch * p.channels), H(p.in_height), W(p.in_width), P(shapes.output[2]), Q(shapes.output[3]),
+        R(p.kernel_height), S(p.kernel_width), sh(p.stride.height), sw(p.stride.width), pt(p.padding.top),
+        pl(p.padding.left) {}
+
+  // Input rows [begin, end) of window row p; never empty, since padding is smaller than the kernel.
+  int64_t row_begin(int64_t p) const { return std::max<int64_t>(0, p * sh - pt); }
+  int64_t row_end(int64_t p) const { return std::min(H, p * sh - pt + R); }
+  int64_t col_begin(int64_t q) const { return std::max<int64_t>(0, q * sw - pl); }
+  int64_t col_end(int64_t q) const { return std::min(W, q * sw - pl + S); }
+
+  // Index within the plane of the maximum of window (p, q), the first in row-major order among equal maxima.
+  template <class T>
+  int64_t argmax(const T* plane, int64_t p, int64_t q) const {
+    const int64_t h_begin = row_begin(p), h_end = row_end(p), w_begin = col_begin(q), w_end = col_end(q);
+    int64_t best = h_begin * W + w_begin;
+    for (int64_t h = h_begin; h < h_end; ++h)
+      for (int64_t w = w_begin; w < w_end; ++w)
+        if (beats(plane[h * W + w], plane[best])) best = h * W + w;
+    return best;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Max pooling
+
+// y[n,c,p,q] = max over window (p, q) of x[n,c,h,w]
+template <class T>
+void max_pool_forward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTensorView<T> y) {
+  check_tensor(x, pool.shapes().input, "input");
+  check_tensor(y, pool.shapes().output, "output");
+  const WindowGeometry g(pool.params(), pool.shapes());
+  parallel_over_planes(g.planes, [&](int64_t plane) {
+    const T* input = x.data + plane * g.H * g.W;
+    T* output = y.data + plane * g.P * g.Q;
+    for (int64_t p = 0; p < g.P; ++p)
+      for (int64_t q = 0; q < g.Q; ++q) output[p * g.Q + q] = input[g.argmax(input, p, q)];
+  });
+}
+
+// dx[n,c,h,w] = sum of dy[n,c,p,q] over the windows whose arg-max is (h, w)
+template <class T>
+void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTensorView<const T> dy,
+                       BasicTensorView<T> dx) {
+  check_tensor(x, pool.shapes().input, "input");
+  check_tensor(dy, pool.shapes().output, "output_grad");
+  check_tensor(dx, pool.shapes().input, "input_grad");
+  const WindowGeometry g(pool.params(), pool.shapes());
+  parallel_over_planes(g.planes, [&](int64_t plane) {
+    const T* input = x.data + plane * g.H * g.W;
+    const T* output_grad = dy.data + plane * g.P * g.Q;
+    T* input_grad = dx.data + plane * g.H * g.W;
+    std::fill(input_grad, input_grad + g.H * g.W, T{0});
+    for (int64_t p = 0; p < g.P; ++p)
+      for (int64_t q = 0; q < g.Q; ++q) input_grad[g.argmax(input, p, q)] += output_grad[p * g.Q + q];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Average pooling
+
+// y[n,c,p,q] = (1 / (R*S)) * sum over window (p, q) of x[n,c,h,w]
+template <class T>
+void avg_pool_forward(const AvgPool2d& pool, BasicTensorView<const T> x, BasicTensorView<T> y) {
+  check_tensor(x, pool.shapes().input, "input");
+  check_tensor(y, pool.shapes().output, "output");
+  const WindowGeometry g(pool.params(), pool.shapes());
+  const T area = static_cast<T>(g.R * g.S);  // padded taps included (count_include_pad=True)
+  parallel_over_planes(g.planes, [&](int64_t plane) {
+    const T* input = x.data + plane * g.H * g.W;
+    T* output = y.data + plane * g.P * g.Q;
+    for (int64_t p = 0; p < g.P; ++p)
+      for (int64_t q = 0; q < g.Q; ++q) {
+        T sum{0};
+        for (int64_t h = g.row_begin(p); h < g.row_end(p); ++h)
+          for (int64_t w = g.col_begin(q); w < g.col_end(q); ++w) sum += input[h * g.W + w];
+        output[p * g.Q + q] = sum / area;
+      }
+  });
+}
+
+// dx[n,c,h,w] = (1 / (R*S)) * sum of dy[n,c,p,q] over the windows (p, q) covering (h, w)
+template <class T>
+void avg_pool_backward(const AvgPool2d& pool, BasicTensorView<const T> dy, BasicTensorView<T> dx) {
+  check_tensor(dy, pool.shapes().output, "output_grad");
+  check_tensor(dx, pool.shapes().input, "input_grad");
+  const WindowGeometry g(pool.params(), pool.shapes());
+  const T area = static_cast<T>(g.R * g.S);
+  parallel_over_planes(g.planes, [&](int64_t plane) {
+    const T* output_grad = dy.data + plane * g.P * g.Q;
+    T* input_grad = dx.data + plane * g.H * g.W;
+    std::fill(input_grad, input_grad + g.H * g.W, T{0});
+    for (int64_t p = 0; p < g.P; ++p)
+      for (int64_t q = 0; q < g.Q; ++q) {
+        const T share = output_grad[p * g.Q + q] / area;
+        for (int64_t h = g.row_begin(p); h < g.row_end(p); ++h)
+          for (int64_t w = g.col_begin(q); w < g.col_end(q); ++w) input_grad[h * g.W + w] += share;
+      }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cross-channel max pooling: plane (n, j) is output channel j of sample n, reading input channels j*g .. j*g+g-1,
+// which are consecutive planes of H*W in NCHW.
+
+// y[n,j,h,w] = max over c in [j*g, (j+1)*g) of x[n,c,h,w]
+template <class T>
+void channel_max_pool_forward(const ChannelMaxPool& pool, BasicTensorView<const T> x, BasicTensorView<T> y) {
+  check_tensor(x, pool.shapes().input, "input");
+  check_tensor(y, pool.shapes().output, "output");
+  const int64_t group = pool.params().group_size;
+  const int64_t pixels = pool.params().height * pool.params().width;
+  parallel_over_planes(y.size() / pixels, [&](int64_t plane) {
+    const T* input = x.data + plane * group * pixels;
+    T* output = y.data + plane * pixels;
+    std::copy(input, input + pixels, output);
+    for (int64_t c = 1; c < group; ++c)
+      for (int64_t i = 0; i < pixels; ++i)
+        if (beats(input[c * pixels + i], output[i])) output[i] = input[c * pixels + i];
+  });
+}
+
+// dx[n,c,h,w] = dy[n,j,h,w] where c is the first arg-max of group j at (h, w), else 0
+template <class T>
+void channel_max_pool_backward(const ChannelMaxPool& pool, BasicTensorView<const T> x, BasicTensorView<const T> dy,
+                               BasicTensorView<T> dx) {
+  check_tensor(x, pool.shapes().input, "input");
+  check_tensor(dy, pool.shapes().output, "output_grad");
+  check_tensor(dx, pool.shapes().input, "input_grad");
+  const int64_t group = pool.params().group_size;
+  const int64_t pixels = pool.params().height * pool.params().width;
+  parallel_over_planes(dy.size() / pixels, [&](int64_t plane) {
+    const T* input = x.data + plane * group * pixels;
+    const T* output_grad = dy.data + plane * pixels;
+    T* input_grad = dx.data + plane * group * pixels;
+    std::fill(input_grad, input_grad + group * pixels, T{0});
+    for (int64_t i = 0; i < pixels; ++i) {
+      int64_t best = i;
+      for (int64_t c = 1; c < group; ++c)
+        if (beats(input[c * pixels + i], input[best])) best = c * pixels + i;
+      input_grad[best] = output_grad[i];
+    }
+  });
+}
+
+}  // namespace
+
+void MaxPool2d::forward(ConstTensorView input, TensorView output) const {
+  max_pool_forward<float>(*this, input, output);
+}
+void MaxPool2d::forward(ConstTensorViewF64 input, TensorViewF64 output) const {
+  max_pool_forward<double>(*this, input, output);
+}
+void MaxPool2d::backward(ConstTensorView input, ConstTensorView output_grad, TensorView input_grad) const {
+  max_pool_backward<float>(*this, input, output_grad, input_grad);
+}
+void MaxPool2d::backward(ConstTensorViewF64 input, ConstTensorViewF64 output_grad, TensorViewF64 input_grad) const {
+  max_pool_backward<double>(*this, input, output_grad, input_grad);
+}
+
+void AvgPool2d::forward(ConstTensorView input, TensorView output) const {
+  avg_pool_forward<float>(*this, input, output);
+}
+void AvgPool2d::forward(ConstTensorViewF64 input, TensorViewF64 output) const {
+  avg_pool_forward<double>(*this, input, output);
+}
+void AvgPool2d::backward(ConstTensorView output_grad, TensorView input_grad) const {
+  avg_pool_backward<float>(*this, output_grad, input_grad);
+}
+void AvgPool2d::backward(ConstTensorViewF64 output_grad, TensorViewF64 input_grad) const {
+  avg_pool_backward<double>(*this, output_grad, input_grad);
+}
+
+void ChannelMaxPool::forward(ConstTensorView input, TensorView output) const {
+  channel_max_pool_forward<float>(*this, input, output);
+}
+void ChannelMaxPool::forward(ConstTensorViewF64 input, TensorViewF64 output) const {
+  channel_max_pool_forward<double>(*this, input, output);
+}
+void ChannelMaxPool::backward(ConstTensorView input, ConstTensorView output_grad, TensorView input_grad) const {
+  channel_max_pool_backward<float>(*this, input, output_grad, input_grad);
+}
+void ChannelMaxPool::backward(ConstTensorViewF64 input, ConstTensorViewF64 output_grad,
+                              TensorViewF64 input_grad) const {
+  channel_max_pool_backward<double>(*this, input, output_grad, input_grad);
+}
+
+}  // namespace convgemm
