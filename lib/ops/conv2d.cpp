@@ -487,16 +487,23 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = W * im2col(x)[:, tile] + b
+  // y[:, tile] = W * im2col(x)[:, tile] + b. The bias is written first and the GEMM adds onto it (beta = 1):
+  // OpenBLAS would otherwise clear C for beta = 0, and a separate bias pass would touch y a third time.
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
                     SlotBuffers buffers) const {
     for (int64_t g = 0; g < params.groups; ++g) {
       const Columns cols = lower(input, g, 0, group_in_channels, tile, buffers.col);
       const float* weights_g = weights + g * group_out_channels * col_rows;
+      const auto bias_of = [&](int64_t k) { return bias == nullptr ? 0.0f : bias[g * group_out_channels + k]; };
       if (tile.samples() == 1) {
+        float* y = output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin;
+        if (bias != nullptr) {
+          for (int64_t k = 0; k < group_out_channels; ++k) {
+            std::fill(y + k * output_pixels, y + k * output_pixels + tile.width(), bias_of(k));
+          }
+        }
         sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
-              cols.data, cols.stride, 0.0f, output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin,
-              output_pixels);
+              cols.data, cols.stride, bias == nullptr ? 0.0f : 1.0f, y, output_pixels);
         continue;
       }
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
@@ -505,15 +512,9 @@ struct Conv2dPlan::Impl {
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
-          std::copy(from, from + output_pixels, output + output_offset(n, g, k));
+          const float b = bias_of(k);
+          std::transform(from, from + output_pixels, output + output_offset(n, g, k), [b](float v) { return v + b; });
         }
-      }
-    }
-    if (bias == nullptr) return;
-    for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
-      for (int64_t k = 0; k < params.out_channels; ++k) {
-        float* row = output + output_offset(n, 0, k);
-        for (int64_t i = tile.pixel_begin; i < tile.pixel_end; ++i) row[i] += bias[k];
       }
     }
   }
