@@ -136,7 +136,9 @@ namespace {
 
 // A GEMM whose N (pixels) or K dimension is narrower than this runs well below the BLAS peak, so tiles are at
 // least this wide, and small images are batched side by side until they reach it.
-constexpr int64_t min_tile_pixels = 256;
+constexpr int64_t min_tile_pixels = 512;
+// Splitting one sample over threads stops at tiles this narrow: below it the GEMMs cost more than they share.
+constexpr int64_t min_split_tile_pixels = 64;
 // backward-weights splits each group's input channels into blocks (so one sample can use several threads) with
 // at least this many columns of dW per block. Shape-only, like every choice that affects dW's summation order.
 constexpr int64_t min_weight_block_columns = 512;
@@ -290,7 +292,17 @@ struct Conv2dPlan::Impl {
     kernels::require_blas_dimension(weight_tiling.width(), "tile width");
     weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_tiling.sample_groups);
     weight_slots = threads;
-    use_tiling(weight_tiling);
+    // Forward and backward-data start from the same tiles; when the batch cannot keep every thread busy, forward
+    // cuts each sample into at least one tile per thread (down to min_split_tile_pixels).
+    Tiling tiles = weight_tiling;
+    if (parallelism != Parallelism::across_batch && tiles.sample_groups < threads) {
+      const int64_t wanted = ceil_div(threads, tiles.sample_groups);
+      if (tiles.tiles_per_sample < wanted) {
+        const int64_t split = std::max(min_split_tile_pixels, ceil_div(output_pixels, wanted));
+        tiles = Tiling(p.batch, output_pixels, split, std::min(split, min_tile_pixels));
+      }
+    }
+    use_tiling(tiles);
     if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
   }
 
