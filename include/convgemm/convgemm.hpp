@@ -4,5 +4,6 @@
 #include <convgemm/conv2d.hpp>
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
+#include <convgemm/export.hpp>
 #include <convgemm/runtime.hpp>
 #include <convgemm/tensor.hpp>

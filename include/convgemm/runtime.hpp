@@ -2,6 +2,8 @@
 // default thread count. Printed by the tools so every reported figure says what produced it.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <string>
 
 namespace convgemm {
@@ -15,6 +17,6 @@ struct RuntimeInfo {
   int default_threads = 0;   // concurrency of the calling thread's TBB arena
 };
 
-RuntimeInfo runtime_info();
+CONVGEMM_CXX_API RuntimeInfo runtime_info();
 
 }  // namespace convgemm
