@@ -7,6 +7,8 @@
 // Float and double overloads; the double ones drive the finite-difference checks.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <cstdint>
 #include <span>
 
@@ -16,28 +18,28 @@ namespace convgemm {
 // function of y, so a layer keeps only y and its forward may run in place.
 
 // y = max(x, 0)
-void relu_forward(std::span<const float> input, std::span<float> output);
-void relu_forward(std::span<const double> input, std::span<double> output);
+CONVGEMM_CXX_API void relu_forward(std::span<const float> input, std::span<float> output);
+CONVGEMM_CXX_API void relu_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * [y > 0]; at x = 0 the derivative is taken as 0, as in PyTorch.
-void relu_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
-void relu_backward(std::span<const double> output, std::span<const double> output_grad,
+CONVGEMM_CXX_API void relu_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
+CONVGEMM_CXX_API void relu_backward(std::span<const double> output, std::span<const double> output_grad,
                    std::span<double> input_grad);
 
 // y = 1 / (1 + e^-x), evaluated as e^x / (1 + e^x) for x < 0 so that no exponential overflows.
-void sigmoid_forward(std::span<const float> input, std::span<float> output);
-void sigmoid_forward(std::span<const double> input, std::span<double> output);
+CONVGEMM_CXX_API void sigmoid_forward(std::span<const float> input, std::span<float> output);
+CONVGEMM_CXX_API void sigmoid_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * y * (1 - y)
-void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad,
+CONVGEMM_CXX_API void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad,
                       std::span<float> input_grad);
-void sigmoid_backward(std::span<const double> output, std::span<const double> output_grad,
+CONVGEMM_CXX_API void sigmoid_backward(std::span<const double> output, std::span<const double> output_grad,
                       std::span<double> input_grad);
 
 // y = tanh(x)
-void tanh_forward(std::span<const float> input, std::span<float> output);
-void tanh_forward(std::span<const double> input, std::span<double> output);
+CONVGEMM_CXX_API void tanh_forward(std::span<const float> input, std::span<float> output);
+CONVGEMM_CXX_API void tanh_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * (1 - y^2)
-void tanh_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
-void tanh_backward(std::span<const double> output, std::span<const double> output_grad,
+CONVGEMM_CXX_API void tanh_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
+CONVGEMM_CXX_API void tanh_backward(std::span<const double> output, std::span<const double> output_grad,
                    std::span<double> input_grad);
 
 struct DropoutParams {
@@ -52,7 +54,7 @@ struct DropoutParams {
 // [0, 1) is the SplitMix64 hash of i in a stream keyed by (seed, c). So the mask is the same for any thread count,
 // backward needs nothing from forward but the same call number, and a checkpoint resumes dropout exactly by saving
 // the call counter. The caller numbers its training forward calls (0, 1, 2, ...): each number gives a fresh mask.
-class Dropout {
+class CONVGEMM_CXX_API Dropout {
  public:
   // Throws convgemm::Error naming "probability" unless 0 <= p < 1.
   explicit Dropout(const DropoutParams& params);

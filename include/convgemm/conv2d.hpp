@@ -8,6 +8,7 @@
 // deep-learning framework; backward-data is then a full convolution of dy with the 180-degree-rotated filter.
 #pragma once
 
+#include <convgemm/export.hpp>
 #include <convgemm/tensor.hpp>
 
 #include <cstddef>
@@ -40,8 +41,8 @@ struct Padding2d {
   // The same on every side.
   static Padding2d symmetric(int64_t height, int64_t width) { return {height, height, width, width}; }
   // TensorFlow's "same": output = ceil(input / stride); an odd total puts the extra pixel bottom/right.
-  static Padding2d same(int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
-                        Stride2d stride = {}, Dilation2d dilation = {});
+  CONVGEMM_CXX_API static Padding2d same(int64_t in_height, int64_t in_width, int64_t kernel_height,
+                                         int64_t kernel_width, Stride2d stride = {}, Dilation2d dilation = {});
 };
 
 // The problem, as plain data. Validated when a plan (or a direct convolution) is made from it.
@@ -62,8 +63,8 @@ struct Conv2dParams {
 
 // P (or Q) = floor((H + pad_before + pad_after - dilation*(R-1) - 1) / stride) + 1.
 // Returns a value < 1 when the dilated kernel does not fit in the padded input; no validation here.
-int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
-                           int64_t dilation);
+CONVGEMM_CXX_API int64_t conv2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before,
+                                            int64_t pad_after, int64_t dilation);
 
 // The tensor shapes a valid problem implies. conv2d_shapes() validates the params and throws convgemm::Error
 // naming the offending parameter: non-positive sizes, a kernel larger than the padded input, channels not
@@ -74,10 +75,10 @@ struct Conv2dShapes {
   Shape4 output;  // {N, K, P, Q}
   int64_t bias;   // K when has_bias, else 0
 };
-Conv2dShapes conv2d_shapes(const Conv2dParams& params);
+CONVGEMM_CXX_API Conv2dShapes conv2d_shapes(const Conv2dParams& params);
 
 // The one FLOP convention of convgemm, for every direction: 2*N*K*(C/G)*R*S*P*Q, padded taps included.
-double conv2d_flops(const Conv2dParams& params);
+CONVGEMM_CXX_API double conv2d_flops(const Conv2dParams& params);
 
 enum class Conv2dDirection { forward, backward_data, backward_weights, backward_bias };
 
@@ -113,7 +114,7 @@ struct ExecutionOptions {
 // Workspace: every call takes an optional caller-supplied workspace of at least workspace_bytes(direction)
 // bytes (float-aligned). Without one, the plan uses buffers from its own pool, allocated on first use and
 // reused afterwards. Nothing is written to any output before all arguments have been checked.
-class Conv2dPlan {
+class CONVGEMM_CXX_API Conv2dPlan {
  public:
   explicit Conv2dPlan(const Conv2dParams& params, ExecutionOptions options = {});
   ~Conv2dPlan();

@@ -6,6 +6,7 @@
 #include <convgemm/dense.hpp>
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
+#include <convgemm/export.hpp>
 #include <convgemm/loss.hpp>
 #include <convgemm/pool2d.hpp>
 #include <convgemm/runtime.hpp>

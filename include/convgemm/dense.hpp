@@ -6,6 +6,8 @@
 // flattening), W is {K, C, 1, 1} (the weights of a 1x1 convolution, and PyTorch's Linear.weight), y is {N, K, 1, 1}.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <convgemm/conv2d.hpp>
 #include <convgemm/tensor.hpp>
 
@@ -30,13 +32,13 @@ struct DenseShapes {
 
 // Validates the params, throwing convgemm::Error naming the parameter: non-positive sizes, sizes overflowing 64
 // bits (Status::invalid_argument), or a dimension past OpenBLAS's 32-bit integers (Status::unsupported).
-DenseShapes dense_shapes(const DenseParams& params);
+CONVGEMM_CXX_API DenseShapes dense_shapes(const DenseParams& params);
 
 // Calls check every argument before writing anything. Each GEMM is cut into row blocks whose size depends on the
 // shape only, run in parallel in the caller's TBB arena with single-threaded BLAS, so every result is bitwise the
 // same for any thread count. The double overloads run the same code with a plain-loop GEMM in place of sgemm
 // (convgemm's only BLAS call stays sgemm); they exist for finite-difference checks.
-class Dense {
+class CONVGEMM_CXX_API Dense {
  public:
   explicit Dense(const DenseParams& params) : params_(params), shapes_(dense_shapes(params)) {}
   const DenseParams& params() const { return params_; }

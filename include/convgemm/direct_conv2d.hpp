@@ -5,6 +5,7 @@
 #pragma once
 
 #include <convgemm/conv2d.hpp>
+#include <convgemm/export.hpp>
 #include <convgemm/tensor.hpp>
 
 #include <span>
@@ -12,27 +13,29 @@
 namespace convgemm {
 
 // y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl] * w[k,c,r,s]
-void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
-                           std::span<const float> bias, TensorView output);
-void direct_conv2d_forward(const Conv2dParams& params, ConstTensorViewF64 input, ConstTensorViewF64 weights,
-                           std::span<const double> bias, TensorViewF64 output);
+CONVGEMM_CXX_API void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input,
+                                            ConstTensorView weights, std::span<const float> bias, TensorView output);
+CONVGEMM_CXX_API void direct_conv2d_forward(const Conv2dParams& params, ConstTensorViewF64 input,
+                                            ConstTensorViewF64 weights, std::span<const double> bias,
+                                            TensorViewF64 output);
 
 // dx[n,c,h,w] = sum over (k,r,s) and (p,q) with p*sh + r*dh - pt == h, q*sw + s*dw - pl == w of dy[n,k,p,q]*w[k,c,r,s]
-void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorView output_grad, ConstTensorView weights,
-                                 TensorView input_grad);
-void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorViewF64 output_grad,
-                                 ConstTensorViewF64 weights, TensorViewF64 input_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorView output_grad,
+                                                  ConstTensorView weights, TensorView input_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorViewF64 output_grad,
+                                                  ConstTensorViewF64 weights, TensorViewF64 input_grad);
 
 // dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl]
-void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorView input, ConstTensorView output_grad,
-                                    TensorView weights_grad);
-void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorViewF64 input,
-                                    ConstTensorViewF64 output_grad, TensorViewF64 weights_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorView input,
+                                                     ConstTensorView output_grad, TensorView weights_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorViewF64 input,
+                                                     ConstTensorViewF64 output_grad, TensorViewF64 weights_grad);
 
 // db[k] = sum_{n,p,q} dy[n,k,p,q]
-void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorView output_grad, std::span<float> bias_grad);
-void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorViewF64 output_grad,
-                                 std::span<double> bias_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorView output_grad,
+                                                  std::span<float> bias_grad);
+CONVGEMM_CXX_API void direct_conv2d_backward_bias(const Conv2dParams& params, ConstTensorViewF64 output_grad,
+                                                  std::span<double> bias_grad);
 
 }  // namespace convgemm
 
@@ -44,11 +47,11 @@ namespace convgemm {
 // in vector registers over (c, r, s), and TBB runs samples and filter blocks in parallel. Backward-data runs the
 // same kernel on dy as a forward convolution with the flipped, transposed filters (for stride > 1 over dy
 // dilated with zeros, so it does stride_h*stride_w times the useful work there). Float only; overwrite only.
-void direct_conv2d_forward_optimized(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
+CONVGEMM_CXX_API void direct_conv2d_forward_optimized(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
                                      std::span<const float> bias, TensorView output);
-void direct_conv2d_backward_data_optimized(const Conv2dParams& params, ConstTensorView output_grad,
+CONVGEMM_CXX_API void direct_conv2d_backward_data_optimized(const Conv2dParams& params, ConstTensorView output_grad,
                                            ConstTensorView weights, TensorView input_grad);
-void direct_conv2d_backward_weights_optimized(const Conv2dParams& params, ConstTensorView input,
+CONVGEMM_CXX_API void direct_conv2d_backward_weights_optimized(const Conv2dParams& params, ConstTensorView input,
                                               ConstTensorView output_grad, TensorView weights_grad);
 
 }  // namespace convgemm

@@ -2,6 +2,8 @@
 // and carries the status the C ABI returns for it, so both APIs report the same thing.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <stdexcept>
 #include <string>
 
@@ -16,7 +18,7 @@ enum class Status : int {
   internal_error = 4,
 };
 
-class Error : public std::runtime_error {
+class CONVGEMM_CXX_API Error : public std::runtime_error {
  public:
   Error(Status status, std::string parameter, const std::string& message)
       : std::runtime_error("convgemm: " + parameter + ": " + message),

@@ -9,6 +9,8 @@
 // TBB arena. Every call has a float and a double overload; the double ones drive the finite-difference checks.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <convgemm/conv2d.hpp>
 #include <convgemm/tensor.hpp>
 
@@ -37,9 +39,9 @@ struct PoolShapes {
 // P = conv2d_output_size(H, R, sh, pad_top, pad_bottom, 1), Q likewise: floor division, as PyTorch's default
 // ceil_mode=False. Throws convgemm::Error naming the parameter for non-positive sizes or strides, negative
 // padding, padding not smaller than the kernel, a kernel larger than the padded input, or sizes overflowing.
-PoolShapes pool2d_shapes(const Pool2dParams& params);
+CONVGEMM_CXX_API PoolShapes pool2d_shapes(const Pool2dParams& params);
 
-class MaxPool2d {
+class CONVGEMM_CXX_API MaxPool2d {
  public:
   explicit MaxPool2d(const Pool2dParams& params) : params_(params), shapes_(pool2d_shapes(params)) {}
   const Pool2dParams& params() const { return params_; }
@@ -62,7 +64,7 @@ class MaxPool2d {
 
 // Average pooling divides by the full window area R*S, padded taps included: PyTorch's default
 // count_include_pad=True. A window hanging over the border therefore averages in zeros.
-class AvgPool2d {
+class CONVGEMM_CXX_API AvgPool2d {
  public:
   explicit AvgPool2d(const Pool2dParams& params) : params_(params), shapes_(pool2d_shapes(params)) {}
   const Pool2dParams& params() const { return params_; }
@@ -92,9 +94,9 @@ struct ChannelMaxPoolParams {
 
 // Throws convgemm::Error naming the parameter for non-positive sizes, channels not divisible by group_size, or
 // sizes overflowing.
-PoolShapes channel_max_pool_shapes(const ChannelMaxPoolParams& params);
+CONVGEMM_CXX_API PoolShapes channel_max_pool_shapes(const ChannelMaxPoolParams& params);
 
-class ChannelMaxPool {
+class CONVGEMM_CXX_API ChannelMaxPool {
  public:
   explicit ChannelMaxPool(const ChannelMaxPoolParams& params)
       : params_(params), shapes_(channel_max_pool_shapes(params)) {}

@@ -2,6 +2,8 @@
 // default thread count. Printed by the tools so every reported figure says what produced it.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <string>
 #include <string_view>
 
@@ -18,7 +20,7 @@ struct RuntimeInfo {
   int default_threads = 0;   // concurrency of the calling thread's TBB arena
 };
 
-RuntimeInfo runtime_info();
+CONVGEMM_CXX_API RuntimeInfo runtime_info();
 
 // OpenBLAS picks its kernels once, when it loads, from the CPU it recognises. Debian's 0.3.21 does not know AMD
 // Zen 5 and falls back to its AVX2 "Haswell" kernels: half the SGEMM speed of its AVX-512 "SkylakeX" kernels on
@@ -26,17 +28,17 @@ RuntimeInfo runtime_info();
 //
 // The kernel set to ask for on a CPU with(out) AVX-512 when OpenBLAS chose `active_kernel`: "SkylakeX" when the
 // CPU has AVX-512 and the active kernel predates it, "" when the active kernel is already the right one.
-std::string preferred_blas_coretype(bool cpu_has_avx512, std::string_view active_kernel);
+CONVGEMM_CXX_API std::string preferred_blas_coretype(bool cpu_has_avx512, std::string_view active_kernel);
 
 // Call first thing in main(): when preferred_blas_coretype() asks for another kernel and the user has not set
 // OPENBLAS_CORETYPE, re-executes the program (same arguments) with OPENBLAS_CORETYPE set, so that it runs on the
 // AVX-512 kernels without the user doing anything. Returns normally when there is nothing to do (or the
 // re-execution fails, in which case the program carries on with the kernels it has). Every convgemm executable
 // calls it; programs that embed the library should set OPENBLAS_CORETYPE themselves (see the README).
-void ensure_fast_blas_kernel(int argc, char** argv);
+CONVGEMM_CXX_API void ensure_fast_blas_kernel(int argc, char** argv);
 
 // The mechanism behind ensure_fast_blas_kernel: re-executes this program with OPENBLAS_CORETYPE=coretype.
 // Returns only if execv fails.
-void reexecute_with_blas_coretype(char** argv, const char* coretype);
+CONVGEMM_CXX_API void reexecute_with_blas_coretype(char** argv, const char* coretype);
 
 }  // namespace convgemm

@@ -2,6 +2,8 @@
 // a view is a pointer plus the shape the caller claims, which each call checks against the shape it expects.
 #pragma once
 
+#include <convgemm/export.hpp>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -14,7 +16,7 @@ using Shape4 = std::array<int64_t, 4>;
 
 inline int64_t element_count(const Shape4& shape) { return shape[0] * shape[1] * shape[2] * shape[3]; }
 
-std::string to_string(const Shape4& shape);
+CONVGEMM_CXX_API std::string to_string(const Shape4& shape);
 
 template <class T>
 struct BasicTensorView {

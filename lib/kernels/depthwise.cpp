@@ -21,10 +21,8 @@ void for_each_valid_row(const ImageGeometry& g, RowFunction&& row) {
   }
 }
 
-}  // namespace
-
 CONVGEMM_VECTOR_CLONES
-void depthwise_forward(const ImageGeometry& g, const float* image, const float* filter, float* output) {
+void depthwise_forward_cloned(const ImageGeometry& g, const float* image, const float* filter, float* output) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
     const float weight = filter[tap];
@@ -39,7 +37,7 @@ void depthwise_forward(const ImageGeometry& g, const float* image, const float* 
 }
 
 CONVGEMM_VECTOR_CLONES
-void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, const float* filter,
+void depthwise_backward_data_cloned(const ImageGeometry& g, const float* output_grad, const float* filter,
                              float* image_grad) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
@@ -55,7 +53,7 @@ void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, c
 }
 
 CONVGEMM_VECTOR_CLONES
-void depthwise_backward_weights(const ImageGeometry& g, const float* image, const float* output_grad,
+void depthwise_backward_weights_cloned(const ImageGeometry& g, const float* image, const float* output_grad,
                                 float* filter_grad) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
@@ -72,6 +70,23 @@ void depthwise_backward_weights(const ImageGeometry& g, const float* image, cons
     for (const float lane : partial) sum += lane;
     filter_grad[tap] += sum;
   });
+}
+
+}  // namespace
+
+// The entry points: plain functions over the cloned ones (see vector_clones.hpp).
+void depthwise_forward(const ImageGeometry& g, const float* image, const float* filter, float* output) {
+  depthwise_forward_cloned(g, image, filter, output);
+}
+
+void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, const float* filter,
+                             float* image_grad) {
+  depthwise_backward_data_cloned(g, output_grad, filter, image_grad);
+}
+
+void depthwise_backward_weights(const ImageGeometry& g, const float* image, const float* output_grad,
+                                float* filter_grad) {
+  depthwise_backward_weights_cloned(g, image, output_grad, filter_grad);
 }
 
 }  // namespace convgemm::kernels

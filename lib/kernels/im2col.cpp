@@ -18,6 +18,17 @@ int64_t first_output_at_or_past(int64_t target, int64_t offset, int64_t stride, 
   return std::min(limit, (distance + stride - 1) / stride);
 }
 
+}  // namespace
+
+ValidColumns valid_columns(const ImageGeometry& g, int64_t s) {
+  const int64_t offset = s * g.dilation_width - g.pad_left;
+  const int64_t first = first_output_at_or_past(0, offset, g.stride_width, g.output_width);
+  const int64_t last = std::max(first, first_output_at_or_past(g.width, offset, g.stride_width, g.output_width));
+  return {first, last, offset};
+}
+
+namespace {
+
 // Calls row(c, r, s, p, q_from, q_to, col_column) for every tap and every output row p that the pixel range
 // [pixel_begin, pixel_end) touches, where [q_from, q_to) is the part of row p inside the range and col_column
 // the column of (p, q_from) in the tile.
@@ -40,17 +51,8 @@ void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel
   }
 }
 
-}  // namespace
-
-ValidColumns valid_columns(const ImageGeometry& g, int64_t s) {
-  const int64_t offset = s * g.dilation_width - g.pad_left;
-  const int64_t first = first_output_at_or_past(0, offset, g.stride_width, g.output_width);
-  const int64_t last = std::max(first, first_output_at_or_past(g.width, offset, g.stride_width, g.output_width));
-  return {first, last, offset};
-}
-
 CONVGEMM_VECTOR_CLONES
-void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
+void im2col_cloned(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
             int64_t col_stride) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
@@ -78,7 +80,7 @@ void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int
 }
 
 CONVGEMM_VECTOR_CLONES
-void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
+void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
                        int64_t pixel_end, float* image) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
@@ -99,6 +101,19 @@ void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_str
                        for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];
                      }
                    });
+}
+
+}  // namespace
+
+// The entry points: plain functions over the cloned ones (see vector_clones.hpp).
+void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
+            int64_t col_stride) {
+  im2col_cloned(g, image, pixel_begin, pixel_end, col, col_stride);
+}
+
+void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
+                       int64_t pixel_end, float* image) {
+  col2im_accumulate_cloned(g, col, col_stride, pixel_begin, pixel_end, image);
 }
 
 }  // namespace convgemm::kernels

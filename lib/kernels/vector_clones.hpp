@@ -4,6 +4,9 @@
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12 exports the ifunc symbol of a cloned function with external linkage whatever -fvisibility says, so
+// cloned functions have internal linkage (an anonymous namespace) and an ordinary function calls them
+// (tests/check_exports.cmake keeps the kernels out of the exported symbols).
 #define CONVGEMM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CONVGEMM_VECTOR_CLONES
