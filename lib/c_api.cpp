@@ -3,12 +3,15 @@
 #include <convgemm/convgemm.h>
 #include <convgemm/convgemm.hpp>
 
+#include <oneapi/tbb/task_arena.h>
+
 #include <exception>
 #include <new>
 #include <string>
 
 struct convgemm_conv2d_plan {
   convgemm::Conv2dPlan plan;
+  std::string description;
 };
 
 namespace {
@@ -79,6 +82,17 @@ std::span<std::byte> to_workspace(void* workspace, size_t bytes) {
   return {static_cast<std::byte*>(workspace), workspace == nullptr ? 0 : bytes};
 }
 
+convgemm::ExecutionOptions to_cpp(const convgemm_execution_options& options) {
+  convgemm::Parallelism parallelism = convgemm::Parallelism::automatic;
+  switch (options.parallelism) {
+    case CONVGEMM_PARALLEL_AUTOMATIC: break;
+    case CONVGEMM_PARALLEL_ACROSS_BATCH: parallelism = convgemm::Parallelism::across_batch; break;
+    case CONVGEMM_PARALLEL_WITHIN_SAMPLE: parallelism = convgemm::Parallelism::within_sample; break;
+    default: throw convgemm::Error(convgemm::Status::invalid_argument, "parallelism", "is not a convgemm_parallelism");
+  }
+  return {.threads = options.threads, .parallelism = parallelism, .workspace_limit_bytes = options.workspace_limit_bytes};
+}
+
 convgemm::GradientMode to_mode(int32_t accumulate) {
   if (accumulate != 0 && accumulate != 1) {
     throw convgemm::Error(convgemm::Status::invalid_argument, "accumulate", "must be 0 or 1");
@@ -114,6 +128,23 @@ const char* convgemm_status_name(convgemm_status status) {
 
 const char* convgemm_last_error(void) { return last_error_message.c_str(); }
 
+convgemm_status convgemm_get_build_info(convgemm_build_info* info) {
+  return translate_errors([&] {
+    require_non_null(info, "info");
+    // Queried once; the strings then live as long as the process, as the header promises.
+    static const convgemm::RuntimeInfo runtime = convgemm::runtime_info();
+    *info = convgemm_build_info{
+        .version = runtime.version.c_str(),
+        .blas_vendor = runtime.blas_vendor.c_str(),
+        .blas_config = runtime.blas_config.c_str(),
+        .blas_kernel = runtime.blas_kernel.c_str(),
+        .tbb_version = runtime.tbb_version.c_str(),
+        .default_threads = oneapi::tbb::this_task_arena::max_concurrency(),
+        .cpu_has_avx512 = runtime.cpu_has_avx512 ? 1 : 0,
+    };
+  });
+}
+
 convgemm_status convgemm_conv2d_params_init(convgemm_conv2d_params* params) {
   return translate_errors([&] {
     *require_non_null(params, "params") = convgemm_conv2d_params{
@@ -145,11 +176,33 @@ convgemm_status convgemm_conv2d_params_set_same_padding(convgemm_conv2d_params* 
 
 convgemm_status convgemm_conv2d_plan_create(const convgemm_conv2d_params* params, int32_t threads,
                                             convgemm_conv2d_plan** plan) {
+  convgemm_execution_options options;
+  convgemm_execution_options_init(&options);
+  options.threads = threads;
+  return convgemm_conv2d_plan_create_with_options(params, &options, plan);
+}
+
+convgemm_status convgemm_execution_options_init(convgemm_execution_options* options) {
+  return translate_errors([&] {
+    *require_non_null(options, "options") = convgemm_execution_options{
+        .threads = 0, .parallelism = CONVGEMM_PARALLEL_AUTOMATIC, .workspace_limit_bytes = 0};
+  });
+}
+
+convgemm_status convgemm_conv2d_plan_create_with_options(const convgemm_conv2d_params* params,
+                                                         const convgemm_execution_options* options,
+                                                         convgemm_conv2d_plan** plan) {
   return translate_errors([&] {
     require_non_null(plan, "plan");
     const convgemm::Conv2dParams cpp_params = to_cpp(*require_non_null(params, "params"));
-    *plan = new convgemm_conv2d_plan{convgemm::Conv2dPlan(cpp_params, {.threads = threads})};
+    convgemm::Conv2dPlan created(cpp_params, options == nullptr ? convgemm::ExecutionOptions{} : to_cpp(*options));
+    std::string description = created.describe();
+    *plan = new convgemm_conv2d_plan{std::move(created), std::move(description)};
   });
+}
+
+const char* convgemm_conv2d_describe(const convgemm_conv2d_plan* plan) {
+  return plan == nullptr ? nullptr : plan->description.c_str();
 }
 
 void convgemm_conv2d_plan_destroy(convgemm_conv2d_plan* plan) { delete plan; }

@@ -267,3 +267,67 @@ TEST_CASE("C ABI: bad input returns a status and a message naming it, and writes
     for (const float v : *buffer) REQUIRE(v == sentinel);
   }
 }
+
+TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]") {
+  convgemm_build_info info;
+  REQUIRE(convgemm_get_build_info(&info) == CONVGEMM_SUCCESS);
+  CHECK(std::string(info.version) == CONVGEMM_VERSION_STRING);
+  CHECK(std::string(info.blas_vendor) == "OpenBLAS");
+  CHECK(std::string(info.blas_config).find("OpenBLAS") != std::string::npos);
+  CHECK(std::string(info.blas_kernel) == convgemm::runtime_info().blas_kernel);
+  CHECK_FALSE(std::string(info.tbb_version).empty());
+  CHECK(info.default_threads >= 1);
+  CHECK((info.cpu_has_avx512 == 0 || info.cpu_has_avx512 == 1));
+  CHECK(convgemm_get_build_info(nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("info"));
+
+  convgemm_execution_options options;
+  std::memset(&options, 0x5a, sizeof options);
+  REQUIRE(convgemm_execution_options_init(&options) == CONVGEMM_SUCCESS);
+  CHECK((options.threads == 0 && options.parallelism == CONVGEMM_PARALLEL_AUTOMATIC &&
+         options.workspace_limit_bytes == 0));
+  CHECK(convgemm_execution_options_init(nullptr) == CONVGEMM_INVALID_ARGUMENT);
+
+  const convgemm_conv2d_params params = example_params();
+  // A cap and an explicit policy reach the plan: its workspace stays within the cap, its results are the C++
+  // plan's with the same options.
+  convgemm_conv2d_plan* raw = nullptr;
+  REQUIRE(convgemm_conv2d_plan_create_with_options(&params, nullptr, &raw) == CONVGEMM_SUCCESS);
+  PlanHandle default_plan(raw);
+  size_t uncapped = 0;
+  REQUIRE(convgemm_conv2d_workspace_size(default_plan.get(), CONVGEMM_FORWARD, &uncapped) == CONVGEMM_SUCCESS);
+  CHECK(std::string(convgemm_conv2d_describe(default_plan.get())).find("threads") != std::string::npos);
+  CHECK(convgemm_conv2d_describe(nullptr) == nullptr);
+
+  options.threads = 2;
+  options.parallelism = CONVGEMM_PARALLEL_WITHIN_SAMPLE;
+  options.workspace_limit_bytes = uncapped / 2;
+  REQUIRE(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_SUCCESS);
+  PlanHandle capped(raw);
+  for (const auto direction : {CONVGEMM_FORWARD, CONVGEMM_BACKWARD_DATA, CONVGEMM_BACKWARD_WEIGHTS}) {
+    size_t bytes = 0;
+    REQUIRE(convgemm_conv2d_workspace_size(capped.get(), direction, &bytes) == CONVGEMM_SUCCESS);
+    CHECK(bytes <= options.workspace_limit_bytes);
+  }
+  const Conv2dParams cpp_params{.batch = params.batch, .in_channels = params.in_channels,
+                                .in_height = params.in_height, .in_width = params.in_width,
+                                .out_channels = params.out_channels, .kernel_height = params.kernel_height,
+                                .kernel_width = params.kernel_width,
+                                .stride = {params.stride_height, params.stride_width},
+                                .padding = {params.pad_top, params.pad_bottom, params.pad_left, params.pad_right},
+                                .dilation = {params.dilation_height, params.dilation_width}, .groups = params.groups,
+                                .has_bias = true};
+  const Conv2dPlan cpp_plan(cpp_params, {.threads = 2, .parallelism = Parallelism::within_sample,
+                                         .workspace_limit_bytes = options.workspace_limit_bytes});
+  CHECK(std::string(convgemm_conv2d_describe(capped.get())) == cpp_plan.describe());
+
+  options.parallelism = static_cast<convgemm_parallelism>(9);
+  CHECK(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("parallelism"));
+  options.parallelism = CONVGEMM_PARALLEL_ACROSS_BATCH;
+  options.workspace_limit_bytes = 16;
+  CHECK(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("workspace_limit_bytes"));
+  CHECK(convgemm_conv2d_plan_create_with_options(nullptr, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(convgemm_conv2d_plan_create_with_options(&params, nullptr, nullptr) == CONVGEMM_INVALID_ARGUMENT);
+}

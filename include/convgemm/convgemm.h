@@ -36,6 +36,21 @@ CONVGEMM_API const char* convgemm_status_name(convgemm_status status);
 /* Message of the last failed call on this thread ("" if none). Valid until the next call on this thread. */
 CONVGEMM_API const char* convgemm_last_error(void);
 
+/* What the library runs on. The strings are valid for the life of the process. */
+typedef struct convgemm_build_info {
+  const char* version;       /* convgemm's */
+  const char* blas_vendor;   /* "OpenBLAS" */
+  const char* blas_config;   /* OpenBLAS's version and build options */
+  const char* blas_kernel;   /* the CPU kernel set OpenBLAS chose when it loaded, e.g. "SkylakeX" */
+  const char* tbb_version;
+  int32_t default_threads;   /* concurrency of the calling thread's TBB arena */
+  int32_t cpu_has_avx512;    /* 1 when the CPU has AVX-512 F/CD/BW/DQ/VL */
+} convgemm_build_info;
+
+/* An AVX-512 CPU on a pre-AVX-512 kernel set (Debian's OpenBLAS 0.3.21 on AMD Zen 5) runs SGEMM at half speed:
+ * set OPENBLAS_CORETYPE=SkylakeX in the environment before the process loads OpenBLAS (see the README). */
+CONVGEMM_API convgemm_status convgemm_get_build_info(convgemm_build_info* info);
+
 /* A dense tensor the caller owns: NCHW activations, KCRS weights (K, C/groups, R, S). */
 typedef struct convgemm_tensor {
   float* data;
@@ -76,6 +91,28 @@ typedef struct convgemm_conv2d_plan convgemm_conv2d_plan;
 /* threads: 0 = the default TBB concurrency; > 0 = the plan runs every call in its own arena of that size. */
 CONVGEMM_API convgemm_status convgemm_conv2d_plan_create(const convgemm_conv2d_params* params, int32_t threads,
                                                          convgemm_conv2d_plan** plan);
+
+typedef enum convgemm_parallelism {
+  CONVGEMM_PARALLEL_AUTOMATIC = 0,     /* across the batch when it gives every thread work, else within samples */
+  CONVGEMM_PARALLEL_ACROSS_BATCH = 1,  /* each thread takes whole samples */
+  CONVGEMM_PARALLEL_WITHIN_SAMPLE = 2, /* samples one after another, each split over all threads */
+  CONVGEMM_PARALLELISM_MAX_ENUM = 0x7FFFFFFF
+} convgemm_parallelism;
+
+/* How a plan runs; start from convgemm_execution_options_init(). */
+typedef struct convgemm_execution_options {
+  int32_t threads;                 /* as for convgemm_conv2d_plan_create */
+  convgemm_parallelism parallelism;
+  size_t workspace_limit_bytes;    /* 0: none; else workspace sizes stay within it (or creation fails) */
+} convgemm_execution_options;
+
+CONVGEMM_API convgemm_status convgemm_execution_options_init(convgemm_execution_options* options);
+/* options may be NULL (the defaults). */
+CONVGEMM_API convgemm_status convgemm_conv2d_plan_create_with_options(const convgemm_conv2d_params* params,
+                                                                      const convgemm_execution_options* options,
+                                                                      convgemm_conv2d_plan** plan);
+/* One line on the plan's path, tiling and threading; valid while the plan lives. NULL for a NULL plan. */
+CONVGEMM_API const char* convgemm_conv2d_describe(const convgemm_conv2d_plan* plan);
 CONVGEMM_API void convgemm_conv2d_plan_destroy(convgemm_conv2d_plan* plan);
 /* {N, K, P, Q} */
 CONVGEMM_API convgemm_status convgemm_conv2d_output_dims(const convgemm_conv2d_plan* plan, int64_t dims[4]);
