@@ -100,6 +100,43 @@ convgemm::GradientMode to_mode(int32_t accumulate) {
   return accumulate == 1 ? convgemm::GradientMode::accumulate : convgemm::GradientMode::overwrite;
 }
 
+convgemm::Pool2dParams to_cpp(const convgemm_pool2d_params& p) {
+  return {.batch = p.batch, .channels = p.channels, .in_height = p.in_height, .in_width = p.in_width,
+          .kernel_height = p.kernel_height, .kernel_width = p.kernel_width,
+          .stride = {p.stride_height, p.stride_width},
+          .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right}};
+}
+
+bool is_max_pool(convgemm_pool_kind kind) {
+  if (kind != CONVGEMM_MAX_POOL && kind != CONVGEMM_AVERAGE_POOL) {
+    throw convgemm::Error(convgemm::Status::invalid_argument, "kind", "is not a convgemm_pool_kind");
+  }
+  return kind == CONVGEMM_MAX_POOL;
+}
+
+// The activation's forward and backward, by kind.
+struct ActivationFunctions {
+  void (*forward)(std::span<const float>, std::span<float>);
+  void (*backward)(std::span<const float>, std::span<const float>, std::span<float>);
+};
+ActivationFunctions activation_of(convgemm_activation kind) {
+  switch (kind) {
+    case CONVGEMM_RELU: return {convgemm::relu_forward, convgemm::relu_backward};
+    case CONVGEMM_SIGMOID: return {convgemm::sigmoid_forward, convgemm::sigmoid_backward};
+    case CONVGEMM_TANH: return {convgemm::tanh_forward, convgemm::tanh_backward};
+    case CONVGEMM_ACTIVATION_MAX_ENUM: break;
+  }
+  throw convgemm::Error(convgemm::Status::invalid_argument, "kind", "is not a convgemm_activation");
+}
+
+// A flat buffer of `count` floats; null only when empty.
+template <class T>
+std::span<T> to_buffer(T* data, int64_t count, const char* name) {
+  if (count < 0) throw convgemm::Error(convgemm::Status::invalid_argument, "count", "is negative");
+  if (data == nullptr && count > 0) throw convgemm::Error(convgemm::Status::invalid_argument, name, "is null");
+  return {data, static_cast<size_t>(count)};
+}
+
 const convgemm::Conv2dPlan& plan_of(const convgemm_conv2d_plan* plan) { return require_non_null(plan, "plan")->plan; }
 
 }  // namespace
@@ -265,6 +302,54 @@ convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d_plan* plan, 
   return translate_errors([&] {
     plan_of(plan).backward_bias(to_cpp(output_grad), to_span(bias_grad, bias_grad_size, "bias_grad"),
                                 to_mode(accumulate));
+  });
+}
+
+convgemm_status convgemm_pool2d_output_dims(const convgemm_pool2d_params* params, int64_t dims[4]) {
+  return translate_errors([&] {
+    const convgemm::PoolShapes shapes = convgemm::pool2d_shapes(to_cpp(*require_non_null(params, "params")));
+    require_non_null(dims, "dims");
+    for (int i = 0; i < 4; ++i) dims[i] = shapes.output[static_cast<size_t>(i)];
+  });
+}
+
+convgemm_status convgemm_pool2d_forward(convgemm_pool_kind kind, const convgemm_pool2d_params* params,
+                                        convgemm_const_tensor input, convgemm_tensor output) {
+  return translate_errors([&] {
+    const convgemm::Pool2dParams cpp_params = to_cpp(*require_non_null(params, "params"));
+    if (is_max_pool(kind)) {
+      convgemm::MaxPool2d(cpp_params).forward(to_cpp(input), to_cpp(output));
+    } else {
+      convgemm::AvgPool2d(cpp_params).forward(to_cpp(input), to_cpp(output));
+    }
+  });
+}
+
+convgemm_status convgemm_pool2d_backward(convgemm_pool_kind kind, const convgemm_pool2d_params* params,
+                                         convgemm_const_tensor input, convgemm_const_tensor output_grad,
+                                         convgemm_tensor input_grad) {
+  return translate_errors([&] {
+    const convgemm::Pool2dParams cpp_params = to_cpp(*require_non_null(params, "params"));
+    if (is_max_pool(kind)) {
+      convgemm::MaxPool2d(cpp_params).backward(to_cpp(input), to_cpp(output_grad), to_cpp(input_grad));
+    } else {
+      convgemm::AvgPool2d(cpp_params).backward(to_cpp(output_grad), to_cpp(input_grad));
+    }
+  });
+}
+
+convgemm_status convgemm_activation_forward(convgemm_activation kind, const float* input, float* output,
+                                            int64_t count) {
+  return translate_errors([&] {
+    activation_of(kind).forward(to_buffer(input, count, "input"), to_buffer(output, count, "output"));
+  });
+}
+
+convgemm_status convgemm_activation_backward(convgemm_activation kind, const float* output, const float* output_grad,
+                                             float* input_grad, int64_t count) {
+  return translate_errors([&] {
+    activation_of(kind).backward(to_buffer(output, count, "output"), to_buffer(output_grad, count, "output_grad"),
+                                 to_buffer(input_grad, count, "input_grad"));
   });
 }
 

@@ -331,3 +331,90 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
   CHECK(convgemm_conv2d_plan_create_with_options(nullptr, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(convgemm_conv2d_plan_create_with_options(&params, nullptr, nullptr) == CONVGEMM_INVALID_ARGUMENT);
 }
+
+TEST_CASE("C ABI: max and average pooling, the lecture's example", "[c_api][pool2d]") {
+  // 4x4 input, 2x2 windows, stride 2: max -> 9 2 / 6 3, average -> the window means.
+  const std::vector<float> x = {1, 3, 2, 1, 2, 9, 1, 1, 1, 3, 2, 3, 5, 6, 1, 2};
+  const convgemm_pool2d_params params{.batch = 1, .channels = 1, .in_height = 4, .in_width = 4,
+                                      .kernel_height = 2, .kernel_width = 2, .stride_height = 2,
+                                      .stride_width = 2, .pad_top = 0, .pad_bottom = 0, .pad_left = 0,
+                                      .pad_right = 0};
+  int64_t dims[4] = {};
+  REQUIRE(convgemm_pool2d_output_dims(&params, dims) == CONVGEMM_SUCCESS);
+  CHECK((dims[0] == 1 && dims[1] == 1 && dims[2] == 2 && dims[3] == 2));
+  const Shape4 in_shape{1, 1, 4, 4}, out_shape{1, 1, 2, 2};
+
+  std::vector<float> y(4), dx(16, -1.0f);
+  REQUIRE(convgemm_pool2d_forward(CONVGEMM_MAX_POOL, &params, c_tensor(x, in_shape), c_tensor(y, out_shape)) ==
+          CONVGEMM_SUCCESS);
+  CHECK(y == std::vector<float>{9, 2, 6, 3});
+  const std::vector<float> dy = {10, 20, 30, 40};
+  REQUIRE(convgemm_pool2d_backward(CONVGEMM_MAX_POOL, &params, c_tensor(x, in_shape), c_tensor(dy, out_shape),
+                                   c_tensor(dx, in_shape)) == CONVGEMM_SUCCESS);
+  // Each window's gradient lands on its maximum: 9 at (1,1), 2 at (0,2), 6 at (3,1), 3 at (2,3).
+  CHECK(dx == std::vector<float>{0, 0, 20, 0, 0, 10, 0, 0, 0, 0, 0, 40, 0, 30, 0, 0});
+
+  REQUIRE(convgemm_pool2d_forward(CONVGEMM_AVERAGE_POOL, &params, c_tensor(x, in_shape), c_tensor(y, out_shape)) ==
+          CONVGEMM_SUCCESS);
+  CHECK(y == std::vector<float>{15.0f / 4, 5.0f / 4, 15.0f / 4, 8.0f / 4});
+  REQUIRE(convgemm_pool2d_backward(CONVGEMM_AVERAGE_POOL, &params, convgemm_const_tensor{nullptr, {0, 0, 0, 0}},
+                                   c_tensor(dy, out_shape), c_tensor(dx, in_shape)) == CONVGEMM_SUCCESS);
+  CHECK(dx == std::vector<float>{2.5f, 2.5f, 5, 5, 2.5f, 2.5f, 5, 5, 7.5f, 7.5f, 10, 10, 7.5f, 7.5f, 10, 10});
+
+  // Bad input: a status, a message naming it, outputs untouched.
+  std::vector<float> untouched(4, -7.0f);
+  convgemm_pool2d_params bad = params;
+  bad.kernel_height = 9;
+  CHECK(convgemm_pool2d_forward(CONVGEMM_MAX_POOL, &bad, c_tensor(x, in_shape), c_tensor(untouched, out_shape)) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("kernel_height"));
+  CHECK(convgemm_pool2d_forward(static_cast<convgemm_pool_kind>(5), &params, c_tensor(x, in_shape),
+                                c_tensor(untouched, out_shape)) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("kind"));
+  CHECK(convgemm_pool2d_forward(CONVGEMM_MAX_POOL, &params, c_tensor(x, in_shape),
+                                c_tensor(untouched, Shape4{1, 1, 3, 3})) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output"));
+  CHECK(convgemm_pool2d_backward(CONVGEMM_MAX_POOL, nullptr, c_tensor(x, in_shape), c_tensor(dy, out_shape),
+                                 c_tensor(untouched, out_shape)) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("params"));
+  CHECK(convgemm_pool2d_output_dims(&params, nullptr) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(untouched == std::vector<float>(4, -7.0f));
+}
+
+TEST_CASE("C ABI: activations forward and backward against their formulas", "[c_api][activation]") {
+  const std::vector<float> x = {-2.0f, -0.5f, 0.0f, 0.25f, 3.0f};
+  const std::vector<float> dy = {1.0f, -2.0f, 3.0f, 0.5f, 2.0f};
+  const auto n = static_cast<int64_t>(x.size());
+  std::vector<float> y(x.size()), dx(x.size());
+  for (const convgemm_activation kind : {CONVGEMM_RELU, CONVGEMM_SIGMOID, CONVGEMM_TANH}) {
+    INFO("activation " << static_cast<int>(kind));
+    REQUIRE(convgemm_activation_forward(kind, x.data(), y.data(), n) == CONVGEMM_SUCCESS);
+    REQUIRE(convgemm_activation_backward(kind, y.data(), dy.data(), dx.data(), n) == CONVGEMM_SUCCESS);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double xi = x[i];
+      const double expected_y = kind == CONVGEMM_RELU      ? std::max(xi, 0.0)
+                                : kind == CONVGEMM_SIGMOID ? 1.0 / (1.0 + std::exp(-xi))
+                                                           : std::tanh(xi);
+      const double derivative = kind == CONVGEMM_RELU      ? (xi > 0 ? 1.0 : 0.0)
+                                : kind == CONVGEMM_SIGMOID ? expected_y * (1 - expected_y)
+                                                           : 1 - expected_y * expected_y;
+      CHECK(y[i] == Approx(expected_y).epsilon(1e-6).margin(1e-7));
+      CHECK(dx[i] == Approx(dy[i] * derivative).epsilon(1e-5).margin(1e-6));
+    }
+  }
+  // In place, as the header allows.
+  std::vector<float> in_place = x;
+  REQUIRE(convgemm_activation_forward(CONVGEMM_RELU, in_place.data(), in_place.data(), n) == CONVGEMM_SUCCESS);
+  CHECK(in_place == std::vector<float>{0, 0, 0, 0.25f, 3});
+
+  std::vector<float> untouched(x.size(), -7.0f);
+  CHECK(convgemm_activation_forward(static_cast<convgemm_activation>(8), x.data(), untouched.data(), n) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("kind"));
+  CHECK(convgemm_activation_forward(CONVGEMM_TANH, nullptr, untouched.data(), n) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("input"));
+  CHECK(convgemm_activation_backward(CONVGEMM_TANH, x.data(), dy.data(), untouched.data(), -1) ==
+        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("count"));
+  CHECK(untouched == std::vector<float>(x.size(), -7.0f));
+}

@@ -139,6 +139,48 @@ CONVGEMM_API convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d
                                                            convgemm_const_tensor output_grad, float* bias_grad,
                                                            int64_t bias_grad_size, int32_t accumulate);
 
+/* --- Pooling: max or average over R x S windows of each channel (see pool2d.hpp) ------------------------------ */
+
+typedef enum convgemm_pool_kind {
+  CONVGEMM_MAX_POOL = 0,     /* padding never wins; the gradient goes to the first arg-max */
+  CONVGEMM_AVERAGE_POOL = 1, /* divides by R*S, padding included (PyTorch's count_include_pad=True) */
+  CONVGEMM_POOL_KIND_MAX_ENUM = 0x7FFFFFFF
+} convgemm_pool_kind;
+
+typedef struct convgemm_pool2d_params {
+  int64_t batch, channels, in_height, in_width;
+  int64_t kernel_height, kernel_width;
+  int64_t stride_height, stride_width; /* no default: PyTorch's stride = kernel must be written out */
+  int64_t pad_top, pad_bottom, pad_left, pad_right;
+} convgemm_pool2d_params;
+
+/* {N, C, P, Q} for these params, after validating them. */
+CONVGEMM_API convgemm_status convgemm_pool2d_output_dims(const convgemm_pool2d_params* params, int64_t dims[4]);
+CONVGEMM_API convgemm_status convgemm_pool2d_forward(convgemm_pool_kind kind, const convgemm_pool2d_params* params,
+                                                     convgemm_const_tensor input, convgemm_tensor output);
+/* input: the forward's input (max pooling recomputes its arg-max from it; average pooling ignores it, pass
+ * {NULL, {0}}). input_grad is overwritten. */
+CONVGEMM_API convgemm_status convgemm_pool2d_backward(convgemm_pool_kind kind, const convgemm_pool2d_params* params,
+                                                      convgemm_const_tensor input, convgemm_const_tensor output_grad,
+                                                      convgemm_tensor input_grad);
+
+/* --- Activations: elementwise over `count` floats (see activation.hpp) ---------------------------------------- */
+
+typedef enum convgemm_activation {
+  CONVGEMM_RELU = 0,
+  CONVGEMM_SIGMOID = 1,
+  CONVGEMM_TANH = 2,
+  CONVGEMM_ACTIVATION_MAX_ENUM = 0x7FFFFFFF
+} convgemm_activation;
+
+/* output may be input (in place). */
+CONVGEMM_API convgemm_status convgemm_activation_forward(convgemm_activation kind, const float* input, float* output,
+                                                         int64_t count);
+/* From the forward's OUTPUT, as frameworks do: dx = dy * f'(y). input_grad may be output_grad. */
+CONVGEMM_API convgemm_status convgemm_activation_backward(convgemm_activation kind, const float* output,
+                                                          const float* output_grad, float* input_grad,
+                                                          int64_t count);
+
 #ifdef __cplusplus
 }
 #endif
