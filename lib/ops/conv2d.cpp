@@ -143,6 +143,11 @@ constexpr int64_t min_split_tile_pixels = 64;
 // at least this many columns of dW per block. Shape-only, like every choice that affects dW's summation order.
 constexpr int64_t min_weight_block_columns = 512;
 constexpr int64_t max_weight_blocks = 8;
+// backward-weights sums a chunk of consecutive tiles into one partial dW with accumulating GEMMs, and adds the
+// chunks' partials in order. Chunks span at least this many pixels (fewer waves, fewer partial additions) but
+// the batch still splits into at least min_weight_chunks of them (parallelism). Shape-only, again.
+constexpr int64_t min_weight_chunk_pixels = 8192;
+constexpr int64_t min_weight_chunks = 8;
 
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
@@ -234,6 +239,8 @@ struct Conv2dPlan::Impl {
   Tiling tiling;
   Tiling weight_tiling;
   int64_t weight_blocks;
+  int64_t weight_chunk_tiles;  // consecutive tiles of weight_tiling per chunk
+  int64_t weight_chunks;
   int64_t weight_wave_chunks;  // chunks whose partial dW are held at once (a cap may lower it, never the sums)
   int64_t weight_slots;        // concurrent backward-weights items (a cap may lower it)
   // backward-data within a sample: channel blocks (their col2im writes are disjoint).
@@ -288,9 +295,9 @@ struct Conv2dPlan::Impl {
     // The column tile (and the gathered dY of a multi-sample tile) fit in the L2 budget.
     const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
     const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
-    weight_tiling = Tiling(p.batch, output_pixels, max_pixels, min_tile_pixels);
+    use_weight_tiling(Tiling(p.batch, output_pixels, max_pixels, min_tile_pixels));
     kernels::require_blas_dimension(weight_tiling.width(), "tile width");
-    weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_tiling.sample_groups);
+    weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_chunks);
     weight_slots = threads;
     // Forward and backward-data start from the same tiles; when the batch cannot keep every thread busy, forward
     // cuts each sample into at least one tile per thread (down to min_split_tile_pixels).
@@ -304,6 +311,13 @@ struct Conv2dPlan::Impl {
     }
     use_tiling(tiles);
     if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
+  }
+
+  void use_weight_tiling(const Tiling& chosen) {
+    weight_tiling = chosen;
+    weight_chunk_tiles = std::max<int64_t>(1, std::min(ceil_div(min_weight_chunk_pixels, chosen.width()),
+                                                       ceil_div(chosen.count(), min_weight_chunks)));
+    weight_chunks = ceil_div(chosen.count(), weight_chunk_tiles);
   }
 
   void use_tiling(const Tiling& chosen) {
@@ -323,7 +337,7 @@ struct Conv2dPlan::Impl {
     for (int64_t target = weight_tiling.width(); workspace_bytes(Conv2dDirection::backward_weights) > limit &&
                                                  target > 1;) {
       target = ceil_div(target, 2);
-      weight_tiling = Tiling(params.batch, output_pixels, target, std::min(target, min_tile_pixels));
+      use_weight_tiling(Tiling(params.batch, output_pixels, target, std::min(target, min_tile_pixels)));
     }
     while (weight_slots < threads && workspace_bytes_with_weight_slots(weight_slots + 1) <= limit) ++weight_slots;
     for (int64_t target = tiling.width();
@@ -571,10 +585,11 @@ struct Conv2dPlan::Impl {
   // partial[:, columns of channels [c_begin, c_end)] = sum over the chunk's tiles of dY * im2col(x)^T
   void weights_item(const float* input, const float* output_grad, int64_t chunk, int64_t c_begin, int64_t c_end,
                     float* partial, SlotBuffers buffers) const {
-    const int64_t first_tile = chunk * weight_tiling.tiles_per_sample;
+    const int64_t first_tile = chunk * weight_chunk_tiles;
+    const int64_t end_tile = std::min(weight_tiling.count(), first_tile + weight_chunk_tiles);
     const int64_t taps = geometry.taps();
     for (int64_t g = 0; g < params.groups; ++g) {
-      for (int64_t t = 0; t < weight_tiling.tiles_per_sample; ++t) {
+      for (int64_t t = 0; t < end_tile - first_tile; ++t) {
         const Tile current = weight_tiling.tile(first_tile + t);
         const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col);
         const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
@@ -621,7 +636,7 @@ std::string Conv2dPlan::describe() const {
   return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
          " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " +
-         std::to_string(plan.weight_tiling.sample_groups) + " chunks x " +
+         std::to_string(plan.weight_chunks) + " chunks x " +
          std::to_string(plan.weight_blocks) + " channel blocks";
 }
 
@@ -747,7 +762,7 @@ void Conv2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_
 
   const int64_t weights_size = weights_grad.size();
   plan.run([&] {
-    const int64_t chunks = plan.weight_tiling.sample_groups;
+    const int64_t chunks = plan.weight_chunks;
     for (int64_t wave_begin = 0; wave_begin < chunks; wave_begin += plan.weight_wave_chunks) {
       const int64_t wave_chunks = std::min(plan.weight_wave_chunks, chunks - wave_begin);
       plan.parallel_ranges(wave_chunks * plan.weight_blocks, [&](int64_t slot, int64_t begin, int64_t end) {
