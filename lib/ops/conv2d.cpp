@@ -189,6 +189,9 @@ struct Tiling {
       samples_per_tile = std::clamp<int64_t>(min_pixels / output_pixels, 1, batch);
       tiles_per_sample = 1;
       tile_pixels = output_pixels;
+      // Balanced groups: 16 samples in tiles of 10 would leave one tile of 6.
+      const int64_t groups = (batch + samples_per_tile - 1) / samples_per_tile;
+      samples_per_tile = (batch + groups - 1) / groups;
     }
     sample_groups = (batch + samples_per_tile - 1) / samples_per_tile;
   }
