@@ -3,6 +3,7 @@
 
 #include <convgemm/activation.hpp>
 #include <convgemm/conv2d.hpp>
+#include <convgemm/conv_transpose2d.hpp>
 #include <convgemm/dense.hpp>
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
@@ -11,3 +12,4 @@
 #include <convgemm/pool2d.hpp>
 #include <convgemm/runtime.hpp>
 #include <convgemm/tensor.hpp>
+#include <convgemm/tiled_conv2d.hpp>
