@@ -14,6 +14,11 @@ struct convgemm_conv2d_plan {
   std::string description;
 };
 
+struct convgemm_conv_transpose2d_plan {
+  convgemm::ConvTranspose2dPlan plan;
+  std::string description;
+};
+
 namespace {
 
 thread_local std::string last_error_message;
@@ -137,7 +142,99 @@ std::span<T> to_buffer(T* data, int64_t count, const char* name) {
   return {data, static_cast<size_t>(count)};
 }
 
-const convgemm::Conv2dPlan& plan_of(const convgemm_conv2d_plan* plan) { return require_non_null(plan, "plan")->plan; }
+template <class Handle>
+const auto& plan_of(const Handle* plan) {
+  return require_non_null(plan, "plan")->plan;
+}
+
+convgemm::Conv2dDirection to_cpp(convgemm_conv2d_direction direction) {
+  switch (direction) {
+    case CONVGEMM_FORWARD: return convgemm::Conv2dDirection::forward;
+    case CONVGEMM_BACKWARD_DATA: return convgemm::Conv2dDirection::backward_data;
+    case CONVGEMM_BACKWARD_WEIGHTS: return convgemm::Conv2dDirection::backward_weights;
+    case CONVGEMM_BACKWARD_BIAS: return convgemm::Conv2dDirection::backward_bias;
+    case CONVGEMM_DIRECTION_MAX_ENUM: break;
+  }
+  throw convgemm::Error(convgemm::Status::invalid_argument, "direction", "is not a convgemm_conv2d_direction");
+}
+
+// The calls both plan kinds (convolution, transposed convolution) share, over either handle.
+template <class Handle>
+convgemm_status output_dims(const Handle* plan, int64_t dims[4]) {
+  return translate_errors([&] {
+    const convgemm::Shape4& output = plan_of(plan).shapes().output;
+    require_non_null(dims, "dims");
+    for (int i = 0; i < 4; ++i) dims[i] = output[static_cast<size_t>(i)];
+  });
+}
+
+template <class Handle>
+convgemm_status workspace_size(const Handle* plan, convgemm_conv2d_direction direction, size_t* bytes) {
+  return translate_errors([&] {
+    const auto& cpp_plan = plan_of(plan);
+    const convgemm::Conv2dDirection cpp_direction = to_cpp(direction);
+    *require_non_null(bytes, "bytes") = cpp_plan.workspace_bytes(cpp_direction);
+  });
+}
+
+template <class Handle>
+convgemm_status forward(const Handle* plan, convgemm_const_tensor input, convgemm_const_tensor weights,
+                        const float* bias, int64_t bias_size, convgemm_tensor output, void* workspace,
+                        size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).forward(to_cpp(input), to_cpp(weights), to_span(bias, bias_size, "bias"), to_cpp(output),
+                          to_workspace(workspace, workspace_bytes));
+  });
+}
+
+template <class Handle>
+convgemm_status backward_data(const Handle* plan, convgemm_const_tensor output_grad, convgemm_const_tensor weights,
+                              convgemm_tensor input_grad, void* workspace, size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).backward_data(to_cpp(output_grad), to_cpp(weights), to_cpp(input_grad),
+                                to_workspace(workspace, workspace_bytes));
+  });
+}
+
+template <class Handle>
+convgemm_status backward_weights(const Handle* plan, convgemm_const_tensor input, convgemm_const_tensor output_grad,
+                                 convgemm_tensor weights_grad, int32_t accumulate, void* workspace,
+                                 size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).backward_weights(to_cpp(input), to_cpp(output_grad), to_cpp(weights_grad), to_mode(accumulate),
+                                   to_workspace(workspace, workspace_bytes));
+  });
+}
+
+template <class Handle>
+convgemm_status backward_bias(const Handle* plan, convgemm_const_tensor output_grad, float* bias_grad,
+                              int64_t bias_grad_size, int32_t accumulate) {
+  return translate_errors([&] {
+    plan_of(plan).backward_bias(to_cpp(output_grad), to_span(bias_grad, bias_grad_size, "bias_grad"),
+                                to_mode(accumulate));
+  });
+}
+
+convgemm::ConvTranspose2dParams to_cpp(const convgemm_conv_transpose2d_params& p) {
+  if (p.has_bias != 0 && p.has_bias != 1) {
+    throw convgemm::Error(convgemm::Status::invalid_argument, "has_bias", "must be 0 or 1");
+  }
+  return convgemm::ConvTranspose2dParams{
+      .batch = p.batch,
+      .in_channels = p.in_channels,
+      .in_height = p.in_height,
+      .in_width = p.in_width,
+      .out_channels = p.out_channels,
+      .kernel_height = p.kernel_height,
+      .kernel_width = p.kernel_width,
+      .stride = {p.stride_height, p.stride_width},
+      .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
+      .output_padding = {p.output_padding_height, p.output_padding_width},
+      .dilation = {p.dilation_height, p.dilation_width},
+      .groups = p.groups,
+      .has_bias = p.has_bias == 1,
+  };
+}
 
 }  // namespace
 
@@ -245,64 +342,91 @@ const char* convgemm_conv2d_describe(const convgemm_conv2d_plan* plan) {
 void convgemm_conv2d_plan_destroy(convgemm_conv2d_plan* plan) { delete plan; }
 
 convgemm_status convgemm_conv2d_output_dims(const convgemm_conv2d_plan* plan, int64_t dims[4]) {
-  return translate_errors([&] {
-    const convgemm::Shape4& output = plan_of(plan).shapes().output;
-    require_non_null(dims, "dims");
-    for (int i = 0; i < 4; ++i) dims[i] = output[static_cast<size_t>(i)];
-  });
+  return output_dims(plan, dims);
 }
 
 convgemm_status convgemm_conv2d_workspace_size(const convgemm_conv2d_plan* plan, convgemm_conv2d_direction direction,
                                                size_t* bytes) {
-  return translate_errors([&] {
-    const convgemm::Conv2dPlan& cpp_plan = plan_of(plan);
-    require_non_null(bytes, "bytes");
-    switch (direction) {
-      case CONVGEMM_FORWARD: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::forward); return;
-      case CONVGEMM_BACKWARD_DATA: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_data); return;
-      case CONVGEMM_BACKWARD_WEIGHTS:
-        *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_weights);
-        return;
-      case CONVGEMM_BACKWARD_BIAS: *bytes = cpp_plan.workspace_bytes(convgemm::Conv2dDirection::backward_bias); return;
-      case CONVGEMM_DIRECTION_MAX_ENUM: break;
-    }
-    throw convgemm::Error(convgemm::Status::invalid_argument, "direction", "is not a convgemm_conv2d_direction");
-  });
+  return workspace_size(plan, direction, bytes);
 }
 
 convgemm_status convgemm_conv2d_forward(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
                                         convgemm_const_tensor weights, const float* bias, int64_t bias_size,
                                         convgemm_tensor output, void* workspace, size_t workspace_bytes) {
-  return translate_errors([&] {
-    plan_of(plan).forward(to_cpp(input), to_cpp(weights), to_span(bias, bias_size, "bias"), to_cpp(output),
-                          to_workspace(workspace, workspace_bytes));
-  });
+  return forward(plan, input, weights, bias, bias_size, output, workspace, workspace_bytes);
 }
 
 convgemm_status convgemm_conv2d_backward_data(const convgemm_conv2d_plan* plan, convgemm_const_tensor output_grad,
                                               convgemm_const_tensor weights, convgemm_tensor input_grad,
                                               void* workspace, size_t workspace_bytes) {
-  return translate_errors([&] {
-    plan_of(plan).backward_data(to_cpp(output_grad), to_cpp(weights), to_cpp(input_grad),
-                                to_workspace(workspace, workspace_bytes));
-  });
+  return backward_data(plan, output_grad, weights, input_grad, workspace, workspace_bytes);
 }
 
 convgemm_status convgemm_conv2d_backward_weights(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
                                                  convgemm_const_tensor output_grad, convgemm_tensor weights_grad,
                                                  int32_t accumulate, void* workspace, size_t workspace_bytes) {
-  return translate_errors([&] {
-    plan_of(plan).backward_weights(to_cpp(input), to_cpp(output_grad), to_cpp(weights_grad), to_mode(accumulate),
-                                   to_workspace(workspace, workspace_bytes));
-  });
+  return backward_weights(plan, input, output_grad, weights_grad, accumulate, workspace, workspace_bytes);
 }
 
 convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d_plan* plan, convgemm_const_tensor output_grad,
                                               float* bias_grad, int64_t bias_grad_size, int32_t accumulate) {
+  return backward_bias(plan, output_grad, bias_grad, bias_grad_size, accumulate);
+}
+
+convgemm_status convgemm_conv_transpose2d_plan_create(const convgemm_conv_transpose2d_params* params,
+                                                      const convgemm_execution_options* options,
+                                                      convgemm_conv_transpose2d_plan** plan) {
   return translate_errors([&] {
-    plan_of(plan).backward_bias(to_cpp(output_grad), to_span(bias_grad, bias_grad_size, "bias_grad"),
-                                to_mode(accumulate));
+    require_non_null(plan, "plan");
+    const convgemm::ConvTranspose2dParams cpp_params = to_cpp(*require_non_null(params, "params"));
+    convgemm::ConvTranspose2dPlan created(cpp_params,
+                                          options == nullptr ? convgemm::ExecutionOptions{} : to_cpp(*options));
+    std::string description = created.conv_plan().describe();
+    *plan = new convgemm_conv_transpose2d_plan{std::move(created), std::move(description)};
   });
+}
+
+void convgemm_conv_transpose2d_plan_destroy(convgemm_conv_transpose2d_plan* plan) { delete plan; }
+
+const char* convgemm_conv_transpose2d_describe(const convgemm_conv_transpose2d_plan* plan) {
+  return plan == nullptr ? nullptr : plan->description.c_str();
+}
+
+convgemm_status convgemm_conv_transpose2d_output_dims(const convgemm_conv_transpose2d_plan* plan, int64_t dims[4]) {
+  return output_dims(plan, dims);
+}
+
+convgemm_status convgemm_conv_transpose2d_workspace_size(const convgemm_conv_transpose2d_plan* plan,
+                                                         convgemm_conv2d_direction direction, size_t* bytes) {
+  return workspace_size(plan, direction, bytes);
+}
+
+convgemm_status convgemm_conv_transpose2d_forward(const convgemm_conv_transpose2d_plan* plan,
+                                                  convgemm_const_tensor input, convgemm_const_tensor weights,
+                                                  const float* bias, int64_t bias_size, convgemm_tensor output,
+                                                  void* workspace, size_t workspace_bytes) {
+  return forward(plan, input, weights, bias, bias_size, output, workspace, workspace_bytes);
+}
+
+convgemm_status convgemm_conv_transpose2d_backward_data(const convgemm_conv_transpose2d_plan* plan,
+                                                        convgemm_const_tensor output_grad,
+                                                        convgemm_const_tensor weights, convgemm_tensor input_grad,
+                                                        void* workspace, size_t workspace_bytes) {
+  return backward_data(plan, output_grad, weights, input_grad, workspace, workspace_bytes);
+}
+
+convgemm_status convgemm_conv_transpose2d_backward_weights(const convgemm_conv_transpose2d_plan* plan,
+                                                           convgemm_const_tensor input,
+                                                           convgemm_const_tensor output_grad,
+                                                           convgemm_tensor weights_grad, int32_t accumulate,
+                                                           void* workspace, size_t workspace_bytes) {
+  return backward_weights(plan, input, output_grad, weights_grad, accumulate, workspace, workspace_bytes);
+}
+
+convgemm_status convgemm_conv_transpose2d_backward_bias(const convgemm_conv_transpose2d_plan* plan,
+                                                        convgemm_const_tensor output_grad, float* bias_grad,
+                                                        int64_t bias_grad_size, int32_t accumulate) {
+  return backward_bias(plan, output_grad, bias_grad, bias_grad_size, accumulate);
 }
 
 convgemm_status convgemm_pool2d_output_dims(const convgemm_pool2d_params* params, int64_t dims[4]) {

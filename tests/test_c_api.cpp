@@ -418,3 +418,62 @@ TEST_CASE("C ABI: activations forward and backward against their formulas", "[c_
   CHECK(last_error_names("count"));
   CHECK(untouched == std::vector<float>(x.size(), -7.0f));
 }
+
+TEST_CASE("C ABI: transposed convolution, every call", "[c_api][conv_transpose2d]") {
+  // 2x2 input, 2x2 kernel, stride 2: each input pixel stamps x * W onto its own 2x2 block of the 4x4 output.
+  const convgemm_conv_transpose2d_params params{
+      .batch = 1, .in_channels = 1, .in_height = 2, .in_width = 2, .out_channels = 1, .kernel_height = 2,
+      .kernel_width = 2, .stride_height = 2, .stride_width = 2, .pad_top = 0, .pad_bottom = 0, .pad_left = 0,
+      .pad_right = 0, .output_padding_height = 0, .output_padding_width = 0, .dilation_height = 1,
+      .dilation_width = 1, .groups = 1, .has_bias = 1};
+  convgemm_conv_transpose2d_plan* raw = nullptr;
+  REQUIRE(convgemm_conv_transpose2d_plan_create(&params, nullptr, &raw) == CONVGEMM_SUCCESS);
+  const std::unique_ptr<convgemm_conv_transpose2d_plan, decltype(&convgemm_conv_transpose2d_plan_destroy)> plan(
+      raw, convgemm_conv_transpose2d_plan_destroy);
+  int64_t dims[4] = {};
+  REQUIRE(convgemm_conv_transpose2d_output_dims(plan.get(), dims) == CONVGEMM_SUCCESS);
+  CHECK((dims[0] == 1 && dims[1] == 1 && dims[2] == 4 && dims[3] == 4));
+  CHECK(convgemm_conv_transpose2d_describe(plan.get()) != nullptr);
+  CHECK(convgemm_conv_transpose2d_describe(nullptr) == nullptr);
+  size_t bytes = 0;
+  for (const auto direction : {CONVGEMM_FORWARD, CONVGEMM_BACKWARD_DATA, CONVGEMM_BACKWARD_WEIGHTS})
+    CHECK(convgemm_conv_transpose2d_workspace_size(plan.get(), direction, &bytes) == CONVGEMM_SUCCESS);
+
+  const Shape4 x_shape{1, 1, 2, 2}, w_shape{1, 1, 2, 2}, y_shape{1, 1, 4, 4};
+  const std::vector<float> x = {1, 2, 3, 4}, w = {1, 10, 100, 1000}, b = {0.5f};
+  std::vector<float> y(16);
+  REQUIRE(convgemm_conv_transpose2d_forward(plan.get(), c_tensor(x, x_shape), c_tensor(w, w_shape), b.data(), 1,
+                                            c_tensor(y, y_shape), nullptr, 0) == CONVGEMM_SUCCESS);
+  CHECK(y == std::vector<float>{1.5f, 10.5f, 2.5f, 20.5f, 100.5f, 1000.5f, 200.5f, 2000.5f,  //
+                                3.5f, 30.5f, 4.5f, 40.5f, 300.5f, 3000.5f, 400.5f, 4000.5f});
+
+  // The adjoints of that stamping: dx[i] = sum over its block of dy * W; dW[r,s] = sum over pixels of x * dy.
+  std::vector<float> ramp(16);
+  for (size_t i = 0; i < ramp.size(); ++i) ramp[i] = static_cast<float>(i + 1);
+  const std::vector<float> dy = ramp;
+  std::vector<float> dx(4), dw(4), db(1);
+  REQUIRE(convgemm_conv_transpose2d_backward_data(plan.get(), c_tensor(dy, y_shape), c_tensor(w, w_shape),
+                                                  c_tensor(dx, x_shape), nullptr, 0) == CONVGEMM_SUCCESS);
+  CHECK(dx == std::vector<float>{1 * 1 + 2 * 10 + 5 * 100 + 6 * 1000, 3 * 1 + 4 * 10 + 7 * 100 + 8 * 1000,
+                                 9 * 1 + 10 * 10 + 13 * 100 + 14 * 1000, 11 * 1 + 12 * 10 + 15 * 100 + 16 * 1000});
+  REQUIRE(convgemm_conv_transpose2d_backward_weights(plan.get(), c_tensor(x, x_shape), c_tensor(dy, y_shape),
+                                                     c_tensor(dw, w_shape), 0, nullptr, 0) == CONVGEMM_SUCCESS);
+  CHECK(dw == std::vector<float>{1 * 1 + 2 * 3 + 3 * 9 + 4 * 11, 1 * 2 + 2 * 4 + 3 * 10 + 4 * 12,
+                                 1 * 5 + 2 * 7 + 3 * 13 + 4 * 15, 1 * 6 + 2 * 8 + 3 * 14 + 4 * 16});
+  REQUIRE(convgemm_conv_transpose2d_backward_bias(plan.get(), c_tensor(dy, y_shape), db.data(), 1, 0) ==
+          CONVGEMM_SUCCESS);
+  CHECK(db[0] == 136.0f);
+
+  // Bad input: status, message, nothing written.
+  convgemm_conv_transpose2d_params bad = params;
+  bad.output_padding_height = 2;
+  CHECK(convgemm_conv_transpose2d_plan_create(&bad, nullptr, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output_padding"));
+  std::vector<float> untouched(16, -7.0f);
+  CHECK(convgemm_conv_transpose2d_forward(plan.get(), c_tensor(x, x_shape), c_tensor(w, w_shape), b.data(), 1,
+                                          c_tensor(untouched, x_shape), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output"));
+  CHECK(convgemm_conv_transpose2d_workspace_size(nullptr, CONVGEMM_FORWARD, &bytes) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("plan"));
+  CHECK(untouched == std::vector<float>(16, -7.0f));
+}

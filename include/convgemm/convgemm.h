@@ -139,6 +139,55 @@ CONVGEMM_API convgemm_status convgemm_conv2d_backward_bias(const convgemm_conv2d
                                                            convgemm_const_tensor output_grad, float* bias_grad,
                                                            int64_t bias_grad_size, int32_t accumulate);
 
+/* --- Transposed convolution (the "deconvolution" layer, PyTorch's ConvTranspose2d; see conv_transpose2d.hpp) ----
+ * Weights are C_in x C_out/groups x R x S. Output size: (H-1)*stride - pad_top - pad_bottom + dilation*(R-1) +
+ * output_padding + 1. The calls mirror the convolution's; directions are named from this operator's side. */
+
+typedef struct convgemm_conv_transpose2d_params {
+  int64_t batch, in_channels, in_height, in_width;
+  int64_t out_channels, kernel_height, kernel_width;
+  int64_t stride_height, stride_width;
+  int64_t pad_top, pad_bottom, pad_left, pad_right;
+  int64_t output_padding_height, output_padding_width; /* each smaller than the stride */
+  int64_t dilation_height, dilation_width;
+  int64_t groups;
+  int32_t has_bias; /* 0 or 1 */
+} convgemm_conv_transpose2d_params;
+
+typedef struct convgemm_conv_transpose2d_plan convgemm_conv_transpose2d_plan;
+
+/* options may be NULL (the defaults). */
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_plan_create(const convgemm_conv_transpose2d_params* params,
+                                                                   const convgemm_execution_options* options,
+                                                                   convgemm_conv_transpose2d_plan** plan);
+CONVGEMM_API void convgemm_conv_transpose2d_plan_destroy(convgemm_conv_transpose2d_plan* plan);
+CONVGEMM_API const char* convgemm_conv_transpose2d_describe(const convgemm_conv_transpose2d_plan* plan);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_output_dims(const convgemm_conv_transpose2d_plan* plan,
+                                                                   int64_t dims[4]);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_workspace_size(const convgemm_conv_transpose2d_plan* plan,
+                                                                      convgemm_conv2d_direction direction,
+                                                                      size_t* bytes);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_forward(const convgemm_conv_transpose2d_plan* plan,
+                                                               convgemm_const_tensor input,
+                                                               convgemm_const_tensor weights, const float* bias,
+                                                               int64_t bias_size, convgemm_tensor output,
+                                                               void* workspace, size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_data(const convgemm_conv_transpose2d_plan* plan,
+                                                                     convgemm_const_tensor output_grad,
+                                                                     convgemm_const_tensor weights,
+                                                                     convgemm_tensor input_grad, void* workspace,
+                                                                     size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_weights(const convgemm_conv_transpose2d_plan* plan,
+                                                                        convgemm_const_tensor input,
+                                                                        convgemm_const_tensor output_grad,
+                                                                        convgemm_tensor weights_grad,
+                                                                        int32_t accumulate, void* workspace,
+                                                                        size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_bias(const convgemm_conv_transpose2d_plan* plan,
+                                                                     convgemm_const_tensor output_grad,
+                                                                     float* bias_grad, int64_t bias_grad_size,
+                                                                     int32_t accumulate);
+
 /* --- Pooling: max or average over R x S windows of each channel (see pool2d.hpp) ------------------------------ */
 
 typedef enum convgemm_pool_kind {
