@@ -12,6 +12,7 @@
 #include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/im2col.hpp"
+#include "ops/convolution_params.hpp"
 #include "tensor_checks.hpp"
 #include "workspace.hpp"
 
@@ -80,30 +81,7 @@ Padding2d Padding2d::same(int64_t in_height, int64_t in_width, int64_t kernel_he
 }
 
 Conv2dShapes conv2d_shapes(const Conv2dParams& p) {
-  require_positive(p.batch, "batch");
-  require_positive(p.in_channels, "in_channels");
-  require_positive(p.in_height, "in_height");
-  require_positive(p.in_width, "in_width");
-  require_positive(p.out_channels, "out_channels");
-  require_positive(p.kernel_height, "kernel_height");
-  require_positive(p.kernel_width, "kernel_width");
-  require_positive(p.stride.height, "stride.height");
-  require_positive(p.stride.width, "stride.width");
-  require_positive(p.dilation.height, "dilation.height");
-  require_positive(p.dilation.width, "dilation.width");
-  require_positive(p.groups, "groups");
-  require_non_negative(p.padding.top, "padding.top");
-  require_non_negative(p.padding.bottom, "padding.bottom");
-  require_non_negative(p.padding.left, "padding.left");
-  require_non_negative(p.padding.right, "padding.right");
-  if (p.in_channels % p.groups != 0) {
-    throw Error(Status::invalid_argument, "in_channels",
-                std::to_string(p.in_channels) + " is not divisible by groups " + std::to_string(p.groups));
-  }
-  if (p.out_channels % p.groups != 0) {
-    throw Error(Status::invalid_argument, "out_channels",
-                std::to_string(p.out_channels) + " is not divisible by groups " + std::to_string(p.groups));
-  }
+  check_convolution_params(p);
   const int64_t out_height = validated_output_size(p.in_height, p.kernel_height, p.stride.height, p.padding.top,
                                                    p.padding.bottom, p.dilation.height, "kernel_height", "height");
   const int64_t out_width = validated_output_size(p.in_width, p.kernel_width, p.stride.width, p.padding.left,

@@ -5,6 +5,7 @@
 #include <convgemm/direct_conv2d.hpp>
 #include <convgemm/error.hpp>
 
+#include "ops/convolution_params.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/parallel_for.h>
@@ -58,32 +59,9 @@ int64_t validated_transposed_size(int64_t input, int64_t kernel, int64_t stride,
 }  // namespace
 
 ConvTranspose2dShapes conv_transpose2d_shapes(const ConvTranspose2dParams& p) {
-  require_positive(p.batch, "batch");
-  require_positive(p.in_channels, "in_channels");
-  require_positive(p.in_height, "in_height");
-  require_positive(p.in_width, "in_width");
-  require_positive(p.out_channels, "out_channels");
-  require_positive(p.kernel_height, "kernel_height");
-  require_positive(p.kernel_width, "kernel_width");
-  require_positive(p.stride.height, "stride.height");
-  require_positive(p.stride.width, "stride.width");
-  require_positive(p.dilation.height, "dilation.height");
-  require_positive(p.dilation.width, "dilation.width");
-  require_positive(p.groups, "groups");
-  require_non_negative(p.padding.top, "padding.top");
-  require_non_negative(p.padding.bottom, "padding.bottom");
-  require_non_negative(p.padding.left, "padding.left");
-  require_non_negative(p.padding.right, "padding.right");
+  check_convolution_params(p);
   require_output_padding_below_stride(p.output_padding.height, p.stride.height, "output_padding.height");
   require_output_padding_below_stride(p.output_padding.width, p.stride.width, "output_padding.width");
-  if (p.in_channels % p.groups != 0) {
-    throw Error(Status::invalid_argument, "in_channels",
-                std::to_string(p.in_channels) + " is not divisible by groups " + std::to_string(p.groups));
-  }
-  if (p.out_channels % p.groups != 0) {
-    throw Error(Status::invalid_argument, "out_channels",
-                std::to_string(p.out_channels) + " is not divisible by groups " + std::to_string(p.groups));
-  }
   const int64_t out_height =
       validated_transposed_size(p.in_height, p.kernel_height, p.stride.height, p.padding.top, p.padding.bottom,
                                 p.dilation.height, p.output_padding.height, "height");
