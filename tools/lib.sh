@@ -4,9 +4,9 @@
 CONVGEMM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The Debian packages the build needs (the optional oneDNN and plotting packages are asked for by tools/bench):
-# zlib for gzipped IDX data.
+# zlib for gzipped IDX data and checksums, python3-numpy for the test that reads the .npz weight export back.
 CONVGEMM_BUILD_PACKAGES=(cmake g++ make pkg-config libopenblas-dev libtbb-dev catch2 libbenchmark-dev libcli11-dev
-                         zlib1g-dev)
+                         zlib1g-dev python3-numpy)
 
 # ensure_packages PKG...: apt-get install the packages that are not installed yet (apt-get update once, first).
 ensure_packages() {
