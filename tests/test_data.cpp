@@ -162,7 +162,7 @@ TEST_CASE("dataset: seeded shuffling is a reproducible permutation", "[dataset]"
     for (const int count : row) CHECK(count == Approx(2000).epsilon(0.12));
 }
 
-TEST_CASE("dataset: batches copy the chosen images and labels; contiguous ones are views", "[dataset]") {
+TEST_CASE("dataset: batches copy the chosen images and labels, and contiguous ones are views", "[dataset]") {
   nn::Dataset data{.sample_shape = {1, 2, 3}, .images = {}, .labels = {2, 0, 1}, .classes = 3};
   for (const unsigned char v : image_values) data.images.push_back(v);
   data.validate();
