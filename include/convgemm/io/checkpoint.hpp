@@ -16,8 +16,8 @@
 
 namespace convgemm::io {
 
-// Writes the checkpoint atomically: a temporary file in the same directory, fsync, rename (see file.hpp). Throws
-// convgemm::Error naming the file when it cannot be written; the old file, if any, is then left as it was.
+// Writes the checkpoint atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
+// Throws convgemm::Error naming the file when it cannot be written; the old file, if any, is then left as it was.
 void save_checkpoint(const std::filesystem::path& path, const nn::Sequential& model, const nn::Optimizer& optimizer,
                      const nn::TrainingProgress& progress);
 

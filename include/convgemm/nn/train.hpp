@@ -86,9 +86,10 @@ class Trainer {
   Trainer(Sequential& model, Optimizer& optimizer, const TrainOptions& options);
 
   // Trains from the epoch progress() stands at up to options.epochs: each epoch draws a permutation of the data
-  // from the generator (unless shuffle is off), runs one step per mini-batch and calls on_epoch (then on_batch after
-  // each step, when given). The data set is checked first (Error naming "dataset"; also when its images do not fit
-  // the model's input, or its classes its output).
+  // from the generator (unless shuffle is off) and runs one step per mini-batch, calling on_batch after each step
+  // and on_epoch at the end of the epoch (either may be empty). progress() already counts the epoch when on_epoch
+  // runs, so a checkpoint written there resumes with the next one. The data set is checked first (Error naming
+  // "dataset"; also when its images do not fit the model's input, or its classes its output).
   void fit(const Dataset& data, const EpochCallback& on_epoch = {}, const BatchCallback& on_batch = {});
 
   // One optimisation step: training forward, loss and its gradient, backward, optimiser update.
