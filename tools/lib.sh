@@ -3,10 +3,12 @@
 
 CONVGEMM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The Debian packages the build needs (the optional oneDNN and plotting packages are asked for by tools/bench).
-CONVGEMM_BUILD_PACKAGES=(cmake g++ make pkg-config libopenblas-dev libtbb-dev catch2 libbenchmark-dev libcli11-dev)
+# The Debian packages the build needs (the optional oneDNN and plotting packages are asked for by tools/bench):
+# zlib for gzipped IDX data and checksums.
+CONVGEMM_BUILD_PACKAGES=(cmake g++ make pkg-config libopenblas-dev libtbb-dev catch2 libbenchmark-dev libcli11-dev
+                         zlib1g-dev)
 # What the test suite needs on top: the PyTorch module's tests run Debian's torch (with /usr/bin/python3) and read
-# Fashion-MNIST from /usr/share/datasets/fashion-mnist/.
+# Fashion-MNIST from /usr/share/datasets/fashion-mnist/; numpy also reads the .npz weight export back.
 CONVGEMM_TEST_PACKAGES=(python3-torch python3-numpy dataset-fashion-mnist)
 
 # ensure_packages PKG...: apt-get install the packages that are not installed yet (apt-get update once, first).
