@@ -95,7 +95,8 @@ convgemm::ExecutionOptions to_cpp(const convgemm_execution_options& options) {
     case CONVGEMM_PARALLEL_WITHIN_SAMPLE: parallelism = convgemm::Parallelism::within_sample; break;
     default: throw convgemm::Error(convgemm::Status::invalid_argument, "parallelism", "is not a convgemm_parallelism");
   }
-  return {.threads = options.threads, .parallelism = parallelism, .workspace_limit_bytes = options.workspace_limit_bytes};
+  return {
+      .threads = options.threads, .parallelism = parallelism, .workspace_limit_bytes = options.workspace_limit_bytes};
 }
 
 convgemm::GradientMode to_mode(int32_t accumulate) {
@@ -106,8 +107,12 @@ convgemm::GradientMode to_mode(int32_t accumulate) {
 }
 
 convgemm::Pool2dParams to_cpp(const convgemm_pool2d_params& p) {
-  return {.batch = p.batch, .channels = p.channels, .in_height = p.in_height, .in_width = p.in_width,
-          .kernel_height = p.kernel_height, .kernel_width = p.kernel_width,
+  return {.batch = p.batch,
+          .channels = p.channels,
+          .in_height = p.in_height,
+          .in_width = p.in_width,
+          .kernel_height = p.kernel_height,
+          .kernel_width = p.kernel_width,
           .stride = {p.stride_height, p.stride_width},
           .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right}};
 }
@@ -282,12 +287,23 @@ convgemm_status convgemm_get_build_info(convgemm_build_info* info) {
 convgemm_status convgemm_conv2d_params_init(convgemm_conv2d_params* params) {
   return translate_errors([&] {
     *require_non_null(params, "params") = convgemm_conv2d_params{
-        .batch = 1, .in_channels = 1, .in_height = 1, .in_width = 1,
-        .out_channels = 1, .kernel_height = 1, .kernel_width = 1,
-        .stride_height = 1, .stride_width = 1,
-        .pad_top = 0, .pad_bottom = 0, .pad_left = 0, .pad_right = 0,
-        .dilation_height = 1, .dilation_width = 1,
-        .groups = 1, .has_bias = 0,
+        .batch = 1,
+        .in_channels = 1,
+        .in_height = 1,
+        .in_width = 1,
+        .out_channels = 1,
+        .kernel_height = 1,
+        .kernel_width = 1,
+        .stride_height = 1,
+        .stride_width = 1,
+        .pad_top = 0,
+        .pad_bottom = 0,
+        .pad_left = 0,
+        .pad_right = 0,
+        .dilation_height = 1,
+        .dilation_width = 1,
+        .groups = 1,
+        .has_bias = 0,
     };
   });
 }
@@ -464,9 +480,8 @@ convgemm_status convgemm_pool2d_backward(convgemm_pool_kind kind, const convgemm
 
 convgemm_status convgemm_activation_forward(convgemm_activation kind, const float* input, float* output,
                                             int64_t count) {
-  return translate_errors([&] {
-    activation_of(kind).forward(to_buffer(input, count, "input"), to_buffer(output, count, "output"));
-  });
+  return translate_errors(
+      [&] { activation_of(kind).forward(to_buffer(input, count, "input"), to_buffer(output, count, "output")); });
 }
 
 convgemm_status convgemm_activation_backward(convgemm_activation kind, const float* output, const float* output_grad,

@@ -1,6 +1,6 @@
 // Runtime facts for reports: which BLAS, which kernel it chose, which TBB.
-#include <convgemm/runtime.hpp>
 #include <convgemm/version.h>
+#include <convgemm/runtime.hpp>
 
 #include "kernels/gemm.hpp"
 
@@ -20,8 +20,7 @@ namespace {
 bool cpu_has_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vl");
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 }
 
 std::string environment(const char* name) {

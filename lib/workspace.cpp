@@ -50,8 +50,8 @@ WorkspacePool::Lease WorkspacePool::lease(std::span<std::byte> caller_workspace,
 
 void WorkspacePool::give_back(std::span<std::byte> bytes) {
   std::lock_guard lock(mutex_);
-  auto it = std::find_if(on_loan_.begin(), on_loan_.end(),
-                         [&](const Buffer& b) { return b.data.get() == bytes.data(); });
+  auto it =
+      std::find_if(on_loan_.begin(), on_loan_.end(), [&](const Buffer& b) { return b.data.get() == bytes.data(); });
   idle_.push_back(std::move(*it));
   on_loan_.erase(it);
 }

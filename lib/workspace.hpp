@@ -50,7 +50,7 @@ class WorkspacePool {
   void give_back(std::span<std::byte> bytes);
 
   std::mutex mutex_;
-  std::vector<Buffer> idle_;      // not on loan
+  std::vector<Buffer> idle_;  // not on loan
   std::vector<Buffer> on_loan_;
 };
 

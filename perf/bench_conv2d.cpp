@@ -31,18 +31,12 @@ struct Shape {
 
 // name N C H W K R S stride pad groups
 const Shape shapes[] = {
-    {"lenet1", 64, 1, 28, 28, 32, 3, 3, 1, 1, 1},
-    {"lenet2", 64, 32, 14, 14, 64, 3, 3, 1, 1, 1},
-    {"r50_c1", 16, 3, 224, 224, 64, 7, 7, 2, 3, 1},
-    {"r50_3x3a", 16, 64, 56, 56, 64, 3, 3, 1, 1, 1},
-    {"r50_1x1a", 16, 256, 56, 56, 64, 1, 1, 1, 0, 1},
-    {"r50_3x3b", 16, 128, 28, 28, 128, 3, 3, 1, 1, 1},
-    {"r50_3x3c", 16, 256, 14, 14, 256, 3, 3, 1, 1, 1},
-    {"r50_3x3d", 16, 512, 7, 7, 512, 3, 3, 1, 1, 1},
-    {"vgg_1_2", 8, 64, 224, 224, 64, 3, 3, 1, 1, 1},
-    {"alex_g2", 16, 96, 27, 27, 256, 5, 5, 1, 2, 2},
-    {"dw", 16, 128, 56, 56, 128, 3, 3, 1, 1, 128},
-    {"r50_3x3b_n1", 1, 128, 28, 28, 128, 3, 3, 1, 1, 1},
+    {"lenet1", 64, 1, 28, 28, 32, 3, 3, 1, 1, 1},      {"lenet2", 64, 32, 14, 14, 64, 3, 3, 1, 1, 1},
+    {"r50_c1", 16, 3, 224, 224, 64, 7, 7, 2, 3, 1},    {"r50_3x3a", 16, 64, 56, 56, 64, 3, 3, 1, 1, 1},
+    {"r50_1x1a", 16, 256, 56, 56, 64, 1, 1, 1, 0, 1},  {"r50_3x3b", 16, 128, 28, 28, 128, 3, 3, 1, 1, 1},
+    {"r50_3x3c", 16, 256, 14, 14, 256, 3, 3, 1, 1, 1}, {"r50_3x3d", 16, 512, 7, 7, 512, 3, 3, 1, 1, 1},
+    {"vgg_1_2", 8, 64, 224, 224, 64, 3, 3, 1, 1, 1},   {"alex_g2", 16, 96, 27, 27, 256, 5, 5, 1, 2, 2},
+    {"dw", 16, 128, 56, 56, 128, 3, 3, 1, 1, 128},     {"r50_3x3b_n1", 1, 128, 28, 28, 128, 3, 3, 1, 1, 1},
 };
 
 enum class Direction { forward, backward_data, backward_weights };
@@ -56,9 +50,16 @@ const char* name_of(Direction d) {
 }
 
 Conv2dParams to_params(const Shape& s) {
-  return {.batch = s.N, .in_channels = s.C, .in_height = s.H, .in_width = s.W, .out_channels = s.K,
-          .kernel_height = s.R, .kernel_width = s.S, .stride = {s.stride, s.stride},
-          .padding = Padding2d::symmetric(s.pad, s.pad), .groups = s.groups};
+  return {.batch = s.N,
+          .in_channels = s.C,
+          .in_height = s.H,
+          .in_width = s.W,
+          .out_channels = s.K,
+          .kernel_height = s.R,
+          .kernel_width = s.S,
+          .stride = {s.stride, s.stride},
+          .padding = Padding2d::symmetric(s.pad, s.pad),
+          .groups = s.groups};
 }
 
 // The tensors of one problem, filled with random values once.
@@ -102,14 +103,17 @@ Prepared stateless(std::function<void()> call) { return {std::move(call), 0, nul
 
 void register_conv(const char* implementation, const Shape& shape, Direction direction, Preparer prepare) {
   const std::string name = std::string("conv/") + name_of(direction) + "/" + implementation + "/" + shape.name;
-  benchmark::RegisterBenchmark(name.c_str(), [shape, direction, prepare](benchmark::State& state) {
-    Problem problem(shape);
-    const Prepared prepared = prepare(problem, direction);
-    for (auto _ : state) prepared.call();
-    state.counters["GFLOPs"] =
-        benchmark::Counter(conv2d_flops(problem.params) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["workspace_bytes"] = static_cast<double>(prepared.workspace_bytes);
-  })->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [shape, direction, prepare](benchmark::State& state) {
+                                 Problem problem(shape);
+                                 const Prepared prepared = prepare(problem, direction);
+                                 for (auto _ : state) prepared.call();
+                                 state.counters["GFLOPs"] = benchmark::Counter(
+                                     conv2d_flops(problem.params) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+                                 state.counters["workspace_bytes"] = static_cast<double>(prepared.workspace_bytes);
+                               })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 Prepared prepare_im2col(Problem& p, Direction direction) {
@@ -133,11 +137,11 @@ Prepared prepare_direct(Problem& p, Direction direction) {
     case Direction::forward:
       return stateless([&p] { direct_conv2d_forward_optimized(p.params, p.input(), p.weights(), {}, p.output()); });
     case Direction::backward_data:
-      return stateless([&p] { direct_conv2d_backward_data_optimized(p.params, p.output_grad(), p.weights(), p.input_grad()); });
+      return stateless(
+          [&p] { direct_conv2d_backward_data_optimized(p.params, p.output_grad(), p.weights(), p.input_grad()); });
     case Direction::backward_weights:
-      return stateless([&p] {
-        direct_conv2d_backward_weights_optimized(p.params, p.input(), p.output_grad(), p.weights_grad());
-      });
+      return stateless(
+          [&p] { direct_conv2d_backward_weights_optimized(p.params, p.input(), p.output_grad(), p.weights_grad()); });
   }
   return {};
 }
@@ -145,11 +149,13 @@ Prepared prepare_direct(Problem& p, Direction direction) {
 Prepared prepare_direct_naive(Problem& p, Direction direction) {
   switch (direction) {
     case Direction::forward:
-      return stateless([&p] { direct_conv2d_forward(p.params, p.input(), p.weights(), std::span<const float>{}, p.output()); });
+      return stateless(
+          [&p] { direct_conv2d_forward(p.params, p.input(), p.weights(), std::span<const float>{}, p.output()); });
     case Direction::backward_data:
       return stateless([&p] { direct_conv2d_backward_data(p.params, p.output_grad(), p.weights(), p.input_grad()); });
     case Direction::backward_weights:
-      return stateless([&p] { direct_conv2d_backward_weights(p.params, p.input(), p.output_grad(), p.weights_grad()); });
+      return stateless(
+          [&p] { direct_conv2d_backward_weights(p.params, p.input(), p.output_grad(), p.weights_grad()); });
   }
   return {};
 }
@@ -169,10 +175,10 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
   const Conv2dParams& c = p.params;
   const memory::dims src{c.batch, c.in_channels, c.in_height, c.in_width};
   const memory::dims dst{c.batch, c.out_channels, p.shapes.output[2], p.shapes.output[3]};
-  const memory::dims weights =
-      c.groups == 1 ? memory::dims{c.out_channels, c.in_channels, c.kernel_height, c.kernel_width}
-                    : memory::dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel_height,
-                                   c.kernel_width};
+  const memory::dims weights = c.groups == 1
+                                   ? memory::dims{c.out_channels, c.in_channels, c.kernel_height, c.kernel_width}
+                                   : memory::dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups,
+                                                  c.kernel_height, c.kernel_width};
   const memory::desc src_md(src, memory::data_type::f32, tag::nchw);
   const memory::desc dst_md(dst, memory::data_type::f32, tag::nchw);
   const memory::desc weights_md(weights, memory::data_type::f32, c.groups == 1 ? tag::oihw : tag::goihw);
@@ -188,7 +194,8 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
   switch (direction) {
     case Direction::forward:
       state->primitive = dnnl::convolution_forward(forward_pd);
-      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)}, {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
+      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)},
+                          {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
                           {DNNL_ARG_DST, wrap(dst_md, p.y)}};
       scratchpad = forward_pd.scratchpad_desc().get_size();
       break;
@@ -197,7 +204,8 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
           {dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides, dilates, pad_l, pad_r},
           state->engine, forward_pd);
       state->primitive = dnnl::convolution_backward_data(pd);
-      state->arguments = {{DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)}, {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
+      state->arguments = {{DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)},
+                          {DNNL_ARG_WEIGHTS, wrap(weights_md, p.w)},
                           {DNNL_ARG_DIFF_SRC, wrap(src_md, p.dx)}};
       scratchpad = pd.scratchpad_desc().get_size();
       break;
@@ -207,7 +215,8 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
           {dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides, dilates, pad_l, pad_r},
           state->engine, forward_pd);
       state->primitive = dnnl::convolution_backward_weights(pd);
-      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)}, {DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)},
+      state->arguments = {{DNNL_ARG_SRC, wrap(src_md, p.x)},
+                          {DNNL_ARG_DIFF_DST, wrap(dst_md, p.dy)},
                           {DNNL_ARG_DIFF_WEIGHTS, wrap(weights_md, p.dw)}};
       scratchpad = pd.scratchpad_desc().get_size();
       break;
@@ -225,22 +234,26 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
 // C[m x n] = A[m x k] * B[k x n] with OpenBLAS on all cores: the peak the convolutions are measured against.
 // convgemm pins OpenBLAS to one thread (its parallelism is TBB's), so this benchmark lifts that for its run.
 void register_sgemm(const std::string& name, int64_t m, int64_t n, int64_t k, int64_t batch) {
-  benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
-    std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(k * n), 0.25f),
-        c(static_cast<size_t>(m * n));
-    const int previous = openblas_get_num_threads();
-    openblas_set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
-    for (auto _ : state) {
-      for (int64_t i = 0; i < batch; ++i) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
-                    static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(n), 0.0f,
-                    c.data(), static_cast<int>(n));
-      }
-    }
-    openblas_set_num_threads(previous);
-    state.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(m * n * k * batch) / 1e9,
-                                                  benchmark::Counter::kIsIterationInvariantRate);
-  })->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(
+      name.c_str(),
+      [=](benchmark::State& state) {
+        std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(k * n), 0.25f),
+            c(static_cast<size_t>(m * n));
+        const int previous = openblas_get_num_threads();
+        openblas_set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+        for (auto _ : state) {
+          for (int64_t i = 0; i < batch; ++i) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                        static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(n), 0.0f,
+                        c.data(), static_cast<int>(n));
+          }
+        }
+        openblas_set_num_threads(previous);
+        state.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(m * n * k * batch) / 1e9,
+                                                      benchmark::Counter::kIsIterationInvariantRate);
+      })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -28,10 +28,10 @@ namespace convgemm::testing {
 inline std::string describe(const Conv2dParams& p) {
   std::ostringstream text;
   text << "N=" << p.batch << " C=" << p.in_channels << " H=" << p.in_height << " W=" << p.in_width
-       << " K=" << p.out_channels << " R=" << p.kernel_height << " S=" << p.kernel_width << " stride=" << p.stride.height
-       << "x" << p.stride.width << " pad(t,b,l,r)=" << p.padding.top << "," << p.padding.bottom << ","
-       << p.padding.left << "," << p.padding.right << " dilation=" << p.dilation.height << "x" << p.dilation.width
-       << " groups=" << p.groups << " bias=" << p.has_bias;
+       << " K=" << p.out_channels << " R=" << p.kernel_height << " S=" << p.kernel_width
+       << " stride=" << p.stride.height << "x" << p.stride.width << " pad(t,b,l,r)=" << p.padding.top << ","
+       << p.padding.bottom << "," << p.padding.left << "," << p.padding.right << " dilation=" << p.dilation.height
+       << "x" << p.dilation.width << " groups=" << p.groups << " bias=" << p.has_bias;
   return text.str();
 }
 
@@ -188,8 +188,7 @@ class Conv2dTester {
     std::vector<float> input_grad(input_.size());
     implementation.backward_data(in(output_grad_, shapes_.output), in(weights_, shapes_.weights),
                                  out(input_grad, shapes_.input));
-    require_within_bound(input_grad, exact_backward_data(false), exact_backward_data(true), Kg * taps,
-                         "backward_data");
+    require_within_bound(input_grad, exact_backward_data(false), exact_backward_data(true), Kg * taps, "backward_data");
 
     std::vector<float> weights_grad(weights_.size());
     implementation.backward_weights(in(input_, shapes_.input), in(output_grad_, shapes_.output),

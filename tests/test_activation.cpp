@@ -6,8 +6,8 @@
 
 #include <convgemm/activation.hpp>
 
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -16,9 +16,9 @@
 #include <vector>
 
 using namespace convgemm;
+using convgemm::testing::bitwise_equal;
 using convgemm::testing::check_gradient;
 using convgemm::testing::dot;
-using convgemm::testing::bitwise_equal;
 using convgemm::testing::require_error;
 
 namespace {
@@ -97,10 +97,13 @@ TEST_CASE("activation: gradients match finite differences", "[activation][gradie
   for (const Activation& activation : activations()) {
     activation.forward(x, y);
     activation.backward(y, dy, dx);
-    check_gradient(x, [&] {
-      activation.forward(x, y);
-      return dot(dy, y);
-    }, dx, activation.name);
+    check_gradient(
+        x,
+        [&] {
+          activation.forward(x, y);
+          return dot(dy, y);
+        },
+        dx, activation.name);
   }
 }
 
@@ -197,10 +200,13 @@ TEST_CASE("dropout: gradient matches finite differences", "[activation][dropout]
   const auto dy = convgemm::testing::random_doubles(x.size(), rng);
   std::vector<double> y(x.size()), dx(x.size());
   dropout.backward(11, dy, dx);
-  check_gradient(x, [&] {
-    dropout.forward(11, x, y);
-    return dot(dy, y);
-  }, dx, "dropout dL/dx");
+  check_gradient(
+      x,
+      [&] {
+        dropout.forward(11, x, y);
+        return dot(dy, y);
+      },
+      dx, "dropout dL/dx");
 }
 
 TEST_CASE("activation: bad input names the argument and leaves outputs untouched", "[activation][errors]") {

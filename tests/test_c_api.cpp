@@ -88,12 +88,17 @@ TEST_CASE("C ABI: plan, workspace query and all four directions match the direct
     REQUIRE(convgemm_conv2d_plan_create(&cp, threads, &raw) == CONVGEMM_SUCCESS);
     PlanHandle plan(raw);
 
-    const Conv2dParams params{.batch = cp.batch, .in_channels = cp.in_channels, .in_height = cp.in_height,
-                              .in_width = cp.in_width, .out_channels = cp.out_channels,
-                              .kernel_height = cp.kernel_height, .kernel_width = cp.kernel_width,
+    const Conv2dParams params{.batch = cp.batch,
+                              .in_channels = cp.in_channels,
+                              .in_height = cp.in_height,
+                              .in_width = cp.in_width,
+                              .out_channels = cp.out_channels,
+                              .kernel_height = cp.kernel_height,
+                              .kernel_width = cp.kernel_width,
                               .stride = {cp.stride_height, cp.stride_width},
                               .padding = {cp.pad_top, cp.pad_bottom, cp.pad_left, cp.pad_right},
-                              .dilation = {cp.dilation_height, cp.dilation_width}, .groups = cp.groups,
+                              .dilation = {cp.dilation_height, cp.dilation_width},
+                              .groups = cp.groups,
                               .has_bias = true};
     const Conv2dShapes s = conv2d_shapes(params);
     int64_t dims[4] = {};
@@ -133,8 +138,8 @@ TEST_CASE("C ABI: plan, workspace query and all four directions match the direct
     std::vector<double> y_exact(y.size());
     const auto xd = convgemm::testing::to_double(x), wd = convgemm::testing::to_double(w),
                bd = convgemm::testing::to_double(b);
-    direct_conv2d_forward(params, ConstTensorViewF64{xd.data(), s.input}, ConstTensorViewF64{wd.data(), s.weights},
-                          bd, TensorViewF64{y_exact.data(), s.output});
+    direct_conv2d_forward(params, ConstTensorViewF64{xd.data(), s.input}, ConstTensorViewF64{wd.data(), s.weights}, bd,
+                          TensorViewF64{y_exact.data(), s.output});
     for (size_t i = 0; i < y.size(); ++i) REQUIRE(std::fabs(y[i] - y_exact[i]) <= 1e-5 * (1 + std::fabs(y_exact[i])));
 
     std::vector<float> dx(x.size()), dx_cpp(x.size());
@@ -235,8 +240,8 @@ TEST_CASE("C ABI: bad input returns a status and a message naming it, and writes
   CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
                                 c_tensor(y, wrong), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("output"));
-  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), -1,
-                                c_tensor(y, output), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), -1, c_tensor(y, output),
+                                nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("bias"));
   CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), nullptr, bias_size,
                                 c_tensor(y, output), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
@@ -250,14 +255,13 @@ TEST_CASE("C ABI: bad input returns a status and a message naming it, and writes
   CHECK(convgemm_conv2d_backward_data(plan.get(), c_tensor(dy, output), c_tensor(w, wrong), c_tensor(dx, input),
                                       nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("weights"));
-  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, input), c_tensor(dy, output), c_tensor(dw, weights),
-                                         2, nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, input), c_tensor(dy, output), c_tensor(dw, weights), 2,
+                                         nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("accumulate"));
-  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, wrong), c_tensor(dy, output), c_tensor(dw, weights),
-                                         0, nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(convgemm_conv2d_backward_weights(plan.get(), c_tensor(x, wrong), c_tensor(dy, output), c_tensor(dw, weights), 0,
+                                         nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("input"));
-  CHECK(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, output), db.data(), 2, 0) ==
-        CONVGEMM_INVALID_ARGUMENT);
+  CHECK(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, output), db.data(), 2, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("bias_grad"));
   CHECK(convgemm_conv2d_backward_bias(plan.get(), c_tensor(dy, output), db.data(), bias_size, 3) ==
         CONVGEMM_INVALID_ARGUMENT);
@@ -309,15 +313,20 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
     REQUIRE(convgemm_conv2d_workspace_size(capped.get(), direction, &bytes) == CONVGEMM_SUCCESS);
     CHECK(bytes <= options.workspace_limit_bytes);
   }
-  const Conv2dParams cpp_params{.batch = params.batch, .in_channels = params.in_channels,
-                                .in_height = params.in_height, .in_width = params.in_width,
-                                .out_channels = params.out_channels, .kernel_height = params.kernel_height,
+  const Conv2dParams cpp_params{.batch = params.batch,
+                                .in_channels = params.in_channels,
+                                .in_height = params.in_height,
+                                .in_width = params.in_width,
+                                .out_channels = params.out_channels,
+                                .kernel_height = params.kernel_height,
                                 .kernel_width = params.kernel_width,
                                 .stride = {params.stride_height, params.stride_width},
                                 .padding = {params.pad_top, params.pad_bottom, params.pad_left, params.pad_right},
-                                .dilation = {params.dilation_height, params.dilation_width}, .groups = params.groups,
+                                .dilation = {params.dilation_height, params.dilation_width},
+                                .groups = params.groups,
                                 .has_bias = true};
-  const Conv2dPlan cpp_plan(cpp_params, {.threads = 2, .parallelism = Parallelism::within_sample,
+  const Conv2dPlan cpp_plan(cpp_params, {.threads = 2,
+                                         .parallelism = Parallelism::within_sample,
                                          .workspace_limit_bytes = options.workspace_limit_bytes});
   CHECK(std::string(convgemm_conv2d_describe(capped.get())) == cpp_plan.describe());
 
@@ -335,9 +344,17 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
 TEST_CASE("C ABI: max and average pooling, the lecture's example", "[c_api][pool2d]") {
   // 4x4 input, 2x2 windows, stride 2: max -> 9 2 / 6 3, average -> the window means.
   const std::vector<float> x = {1, 3, 2, 1, 2, 9, 1, 1, 1, 3, 2, 3, 5, 6, 1, 2};
-  const convgemm_pool2d_params params{.batch = 1, .channels = 1, .in_height = 4, .in_width = 4,
-                                      .kernel_height = 2, .kernel_width = 2, .stride_height = 2,
-                                      .stride_width = 2, .pad_top = 0, .pad_bottom = 0, .pad_left = 0,
+  const convgemm_pool2d_params params{.batch = 1,
+                                      .channels = 1,
+                                      .in_height = 4,
+                                      .in_width = 4,
+                                      .kernel_height = 2,
+                                      .kernel_width = 2,
+                                      .stride_height = 2,
+                                      .stride_width = 2,
+                                      .pad_top = 0,
+                                      .pad_bottom = 0,
+                                      .pad_left = 0,
                                       .pad_right = 0};
   int64_t dims[4] = {};
   REQUIRE(convgemm_pool2d_output_dims(&params, dims) == CONVGEMM_SUCCESS);
@@ -421,11 +438,25 @@ TEST_CASE("C ABI: activations forward and backward against their formulas", "[c_
 
 TEST_CASE("C ABI: transposed convolution, every call", "[c_api][conv_transpose2d]") {
   // 2x2 input, 2x2 kernel, stride 2: each input pixel stamps x * W onto its own 2x2 block of the 4x4 output.
-  const convgemm_conv_transpose2d_params params{
-      .batch = 1, .in_channels = 1, .in_height = 2, .in_width = 2, .out_channels = 1, .kernel_height = 2,
-      .kernel_width = 2, .stride_height = 2, .stride_width = 2, .pad_top = 0, .pad_bottom = 0, .pad_left = 0,
-      .pad_right = 0, .output_padding_height = 0, .output_padding_width = 0, .dilation_height = 1,
-      .dilation_width = 1, .groups = 1, .has_bias = 1};
+  const convgemm_conv_transpose2d_params params{.batch = 1,
+                                                .in_channels = 1,
+                                                .in_height = 2,
+                                                .in_width = 2,
+                                                .out_channels = 1,
+                                                .kernel_height = 2,
+                                                .kernel_width = 2,
+                                                .stride_height = 2,
+                                                .stride_width = 2,
+                                                .pad_top = 0,
+                                                .pad_bottom = 0,
+                                                .pad_left = 0,
+                                                .pad_right = 0,
+                                                .output_padding_height = 0,
+                                                .output_padding_width = 0,
+                                                .dilation_height = 1,
+                                                .dilation_width = 1,
+                                                .groups = 1,
+                                                .has_bias = 1};
   convgemm_conv_transpose2d_plan* raw = nullptr;
   REQUIRE(convgemm_conv_transpose2d_plan_create(&params, nullptr, &raw) == CONVGEMM_SUCCESS);
   const std::unique_ptr<convgemm_conv_transpose2d_plan, decltype(&convgemm_conv_transpose2d_plan_destroy)> plan(

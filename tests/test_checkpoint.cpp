@@ -53,8 +53,7 @@ struct Run {
     Trainer trainer(model, optimizer, {});
     for (int i = first; i < first + count; ++i) {
       const int64_t start = i % 5 * 8;
-      trainer.train_step(data.batch_view(start, 8),
-                         std::span(data.labels).subspan(static_cast<size_t>(start), 8));
+      trainer.train_step(data.batch_view(start, 8), std::span(data.labels).subspan(static_cast<size_t>(start), 8));
     }
   }
 };
@@ -68,8 +67,8 @@ std::vector<std::byte> read_bytes(const std::filesystem::path& path) {
 }
 
 void write_bytes(const std::filesystem::path& path, const std::vector<std::byte>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace
@@ -131,8 +130,8 @@ TEST_CASE("checkpoint: resuming Trainer::fit between epochs gives the uninterrup
   Run interrupted(5);
   Trainer first(interrupted.model, interrupted.optimizer, options);
   first.fit(data, [&](const EpochMetrics& metrics) {
-    if (metrics.epoch == 1) io::save_checkpoint(directory / "epoch.ckpt", interrupted.model, interrupted.optimizer,
-                                                first.progress());
+    if (metrics.epoch == 1)
+      io::save_checkpoint(directory / "epoch.ckpt", interrupted.model, interrupted.optimizer, first.progress());
   });
   Run resumed(6);
   Trainer second(resumed.model, resumed.optimizer, options);

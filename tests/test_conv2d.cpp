@@ -40,10 +40,16 @@ TEST_CASE("conv2d: im2col+GEMM matches the direct oracle on 600 random problems"
   CHECK(padded >= 300);
 }
 
-TEST_CASE("conv2d: the 1x1 fast path skips im2col, and on images of a tile or more it needs no workspace",
-          "[conv2d]") {
-  Conv2dParams params{.batch = 3, .in_channels = 16, .in_height = 16, .in_width = 17, .out_channels = 12,
-                      .kernel_height = 1, .kernel_width = 1, .groups = 4, .has_bias = true};
+TEST_CASE("conv2d: the 1x1 fast path skips im2col, and on images of a tile or more it needs no workspace", "[conv2d]") {
+  Conv2dParams params{.batch = 3,
+                      .in_channels = 16,
+                      .in_height = 16,
+                      .in_width = 17,
+                      .out_channels = 12,
+                      .kernel_height = 1,
+                      .kernel_width = 1,
+                      .groups = 4,
+                      .has_bias = true};
   const Conv2dPlan plan(params);
   CHECK_FALSE(plan.uses_im2col());
   CHECK(plan.workspace_bytes(Conv2dDirection::forward) == 0);
@@ -67,17 +73,45 @@ TEST_CASE("conv2d: the 1x1 fast path skips im2col, and on images of a tile or mo
 TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
   const std::vector<Conv2dParams> layers = {
       // LeNet-style first layer, 'same' padding
-      {.batch = 4, .in_channels = 1, .in_height = 28, .in_width = 28, .out_channels = 8, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::same(28, 28, 3, 3), .has_bias = true},
+      {.batch = 4,
+       .in_channels = 1,
+       .in_height = 28,
+       .in_width = 28,
+       .out_channels = 8,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::same(28, 28, 3, 3),
+       .has_bias = true},
       // ResNet stem: 7x7 stride 2 pad 3
-      {.batch = 2, .in_channels = 3, .in_height = 32, .in_width = 30, .out_channels = 16, .kernel_height = 7,
-       .kernel_width = 7, .stride = {2, 2}, .padding = Padding2d::symmetric(3, 3)},
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 32,
+       .in_width = 30,
+       .out_channels = 16,
+       .kernel_height = 7,
+       .kernel_width = 7,
+       .stride = {2, 2},
+       .padding = Padding2d::symmetric(3, 3)},
       // small spatial size, many channels (weight-gradient chunks span several samples)
-      {.batch = 9, .in_channels = 32, .in_height = 7, .in_width = 7, .out_channels = 24, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      {.batch = 9,
+       .in_channels = 32,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 24,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // depthwise 3x3
-      {.batch = 3, .in_channels = 24, .in_height = 14, .in_width = 14, .out_channels = 24, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 24},
+      {.batch = 3,
+       .in_channels = 24,
+       .in_height = 14,
+       .in_width = 14,
+       .out_channels = 24,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 24},
   };
   for (size_t i = 0; i < layers.size(); ++i) {
     const Conv2dPlan plan(layers[i]);
@@ -88,8 +122,14 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
 }
 
 TEST_CASE("conv2d: concurrent calls on one plan from several host threads", "[conv2d]") {
-  const Conv2dParams params{.batch = 4, .in_channels = 6, .in_height = 12, .in_width = 11, .out_channels = 8,
-                            .kernel_height = 3, .kernel_width = 3, .padding = Padding2d::symmetric(1, 1)};
+  const Conv2dParams params{.batch = 4,
+                            .in_channels = 6,
+                            .in_height = 12,
+                            .in_width = 11,
+                            .out_channels = 8,
+                            .kernel_height = 3,
+                            .kernel_width = 3,
+                            .padding = Padding2d::symmetric(1, 1)};
   const Conv2dPlan plan(params);
   const Conv2dShapes& shapes = plan.shapes();
   std::mt19937_64 rng(5);
@@ -117,19 +157,52 @@ TEST_CASE("conv2d: every thread count, parallelism policy and workspace cap comp
           "[conv2d][threading]") {
   const std::vector<Conv2dParams> problems = {
       // one sample, many pixels: tiles within the sample
-      {.batch = 1, .in_channels = 6, .in_height = 40, .in_width = 37, .out_channels = 9, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      {.batch = 1,
+       .in_channels = 6,
+       .in_height = 40,
+       .in_width = 37,
+       .out_channels = 9,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // two samples, strided and dilated
-      {.batch = 2, .in_channels = 4, .in_height = 33, .in_width = 30, .out_channels = 6, .kernel_height = 3,
-       .kernel_width = 2, .stride = {2, 1}, .padding = {1, 0, 2, 1}, .dilation = {1, 2}, .groups = 2},
+      {.batch = 2,
+       .in_channels = 4,
+       .in_height = 33,
+       .in_width = 30,
+       .out_channels = 6,
+       .kernel_height = 3,
+       .kernel_width = 2,
+       .stride = {2, 1},
+       .padding = {1, 0, 2, 1},
+       .dilation = {1, 2},
+       .groups = 2},
       // small images: several samples per tile
-      {.batch = 7, .in_channels = 12, .in_height = 6, .in_width = 5, .out_channels = 8, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 2, .has_bias = true},
+      {.batch = 7,
+       .in_channels = 12,
+       .in_height = 6,
+       .in_width = 5,
+       .out_channels = 8,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 2,
+       .has_bias = true},
       // 1x1 over a large image
       {.batch = 2, .in_channels = 10, .in_height = 30, .in_width = 21, .out_channels = 7, .has_bias = true},
       // depthwise with a channel multiplier
-      {.batch = 3, .in_channels = 5, .in_height = 17, .in_width = 16, .out_channels = 10, .kernel_height = 3,
-       .kernel_width = 3, .stride = {2, 2}, .padding = Padding2d::symmetric(1, 1), .groups = 5, .has_bias = true},
+      {.batch = 3,
+       .in_channels = 5,
+       .in_height = 17,
+       .in_width = 16,
+       .out_channels = 10,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .stride = {2, 2},
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 5,
+       .has_bias = true},
   };
   int capped = 0;
   for (size_t i = 0; i < problems.size(); ++i) {

@@ -7,8 +7,8 @@
 
 #include <convgemm/conv_transpose2d.hpp>
 
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <catch2/catch.hpp>
 
 #include <random>
 #include <sstream>
@@ -30,11 +30,12 @@ namespace {
 std::string describe(const ConvTranspose2dParams& p) {
   std::ostringstream text;
   text << "N=" << p.batch << " C=" << p.in_channels << " H=" << p.in_height << " W=" << p.in_width
-       << " K=" << p.out_channels << " R=" << p.kernel_height << " S=" << p.kernel_width << " stride=" << p.stride.height
-       << "x" << p.stride.width << " pad(t,b,l,r)=" << p.padding.top << "," << p.padding.bottom << ","
-       << p.padding.left << "," << p.padding.right << " output_padding=" << p.output_padding.height << "x"
-       << p.output_padding.width << " dilation=" << p.dilation.height << "x" << p.dilation.width
-       << " groups=" << p.groups << " bias=" << p.has_bias;
+       << " K=" << p.out_channels << " R=" << p.kernel_height << " S=" << p.kernel_width
+       << " stride=" << p.stride.height << "x" << p.stride.width << " pad(t,b,l,r)=" << p.padding.top << ","
+       << p.padding.bottom << "," << p.padding.left << "," << p.padding.right
+       << " output_padding=" << p.output_padding.height << "x" << p.output_padding.width
+       << " dilation=" << p.dilation.height << "x" << p.dilation.width << " groups=" << p.groups
+       << " bias=" << p.has_bias;
   return text.str();
 }
 
@@ -48,8 +49,12 @@ struct NaiveTransposed {
 
   NaiveTransposed(const ConvTranspose2dParams& params, const std::vector<float>& x_, const std::vector<float>& w_,
                   const std::vector<float>& b_, const std::vector<float>& dy_, bool absolute)
-      : p(params), s(conv_transpose2d_shapes(params)), x(to_double(x_, absolute)), w(to_double(w_, absolute)),
-        b(to_double(b_, absolute)), dy(to_double(dy_, absolute)) {}
+      : p(params),
+        s(conv_transpose2d_shapes(params)),
+        x(to_double(x_, absolute)),
+        w(to_double(w_, absolute)),
+        b(to_double(b_, absolute)),
+        dy(to_double(dy_, absolute)) {}
 
   // visit(input index, weight index, output index) for every pair that touches the output
   template <class Visit>
@@ -147,21 +152,29 @@ TEST_CASE("conv_transpose2d: hand-worked examples (stride 1 and a stride-2 upsam
                                   0, 3, 4});
   }
   SECTION("stride 2, kernel 2: disjoint 2x2 stamps, one per input pixel, plus the bias") {
-    const ConvTranspose2dPlan plan({.in_height = 2, .in_width = 2, .kernel_height = 2, .kernel_width = 2,
-                                    .stride = {2, 2}, .has_bias = true});
+    const ConvTranspose2dPlan plan(
+        {.in_height = 2, .in_width = 2, .kernel_height = 2, .kernel_width = 2, .stride = {2, 2}, .has_bias = true});
     REQUIRE(plan.shapes().output == Shape4{1, 1, 4, 4});
     const std::vector<float> x = {1, 2, 3, 4}, w = {1, 10, 100, 1000}, b = {0.5f};
     std::vector<float> y(16);
     plan.forward(in(x, plan.shapes().input), in(w, plan.shapes().weights), b, out(y, plan.shapes().output));
-    CHECK(y == std::vector<float>{1.5f, 10.5f, 2.5f, 20.5f,         //
+    CHECK(y == std::vector<float>{1.5f, 10.5f, 2.5f, 20.5f,          //
                                   100.5f, 1000.5f, 200.5f, 2000.5f,  //
                                   3.5f, 30.5f, 4.5f, 40.5f,          //
                                   300.5f, 3000.5f, 400.5f, 4000.5f});
   }
   SECTION("kernel 3, stride 2, padding 1, output_padding 1 exactly doubles the size, as in PyTorch") {
-    const ConvTranspose2dPlan plan({.batch = 2, .in_channels = 4, .in_height = 7, .in_width = 5, .out_channels = 6,
-                                    .kernel_height = 3, .kernel_width = 3, .stride = {2, 2},
-                                    .padding = Padding2d::symmetric(1, 1), .output_padding = {1, 1}, .groups = 2});
+    const ConvTranspose2dPlan plan({.batch = 2,
+                                    .in_channels = 4,
+                                    .in_height = 7,
+                                    .in_width = 5,
+                                    .out_channels = 6,
+                                    .kernel_height = 3,
+                                    .kernel_width = 3,
+                                    .stride = {2, 2},
+                                    .padding = Padding2d::symmetric(1, 1),
+                                    .output_padding = {1, 1},
+                                    .groups = 2});
     CHECK(plan.shapes().output == Shape4{2, 6, 14, 10});
     CHECK(plan.shapes().weights == Shape4{4, 3, 3, 3});
     // The matching convolution maps the output back onto the input's size.
@@ -250,8 +263,15 @@ TEST_CASE("conv_transpose2d: gradients match finite differences", "[conv_transpo
 }
 
 TEST_CASE("conv_transpose2d: gradients are bitwise identical for 1, 2 and 3 threads", "[conv_transpose2d]") {
-  const ConvTranspose2dPlan plan({.batch = 7, .in_channels = 12, .in_height = 6, .in_width = 6, .out_channels = 8,
-                                  .kernel_height = 3, .kernel_width = 3, .stride = {2, 2}, .has_bias = true});
+  const ConvTranspose2dPlan plan({.batch = 7,
+                                  .in_channels = 12,
+                                  .in_height = 6,
+                                  .in_width = 6,
+                                  .out_channels = 8,
+                                  .kernel_height = 3,
+                                  .kernel_width = 3,
+                                  .stride = {2, 2},
+                                  .has_bias = true});
   const ConvTranspose2dShapes& s = plan.shapes();
   std::mt19937_64 rng(5);
   const auto x = random_floats(element_count(s.input), rng);
@@ -275,9 +295,17 @@ TEST_CASE("conv_transpose2d: gradients are bitwise identical for 1, 2 and 3 thre
 TEST_CASE("conv_transpose2d: bad params and tensors name the parameter and leave outputs untouched",
           "[conv_transpose2d][errors]") {
   const auto bad = Status::invalid_argument;
-  const ConvTranspose2dParams valid{.batch = 2, .in_channels = 4, .in_height = 5, .in_width = 4, .out_channels = 6,
-                                    .kernel_height = 3, .kernel_width = 3, .stride = {2, 2},
-                                    .padding = Padding2d::symmetric(1, 1), .output_padding = {1, 0}, .groups = 2,
+  const ConvTranspose2dParams valid{.batch = 2,
+                                    .in_channels = 4,
+                                    .in_height = 5,
+                                    .in_width = 4,
+                                    .out_channels = 6,
+                                    .kernel_height = 3,
+                                    .kernel_width = 3,
+                                    .stride = {2, 2},
+                                    .padding = Padding2d::symmetric(1, 1),
+                                    .output_padding = {1, 0},
+                                    .groups = 2,
                                     .has_bias = true};
   const auto rejects = [&](auto change, const std::string& parameter, Status status = Status::invalid_argument) {
     ConvTranspose2dParams params = valid;
@@ -306,8 +334,12 @@ TEST_CASE("conv_transpose2d: bad params and tensors name the parameter and leave
   rejects([](auto& p) { p.padding.top = p.padding.bottom = 6; }, "padding (height)");
   rejects([](auto& p) { p.in_height = p.in_width = int64_t{1} << 32; }, "input size");
   // A GEMM dimension of the matching convolution past 32 bits is named in this operator's terms.
-  rejects([](auto& p) { p.in_height = p.in_width = 50000; p.batch = 1; }, "in_height * in_width",
-          Status::unsupported);
+  rejects(
+      [](auto& p) {
+        p.in_height = p.in_width = 50000;
+        p.batch = 1;
+      },
+      "in_height * in_width", Status::unsupported);
 
   const ConvTranspose2dPlan plan(valid);
   const ConvTranspose2dShapes& s = plan.shapes();
@@ -315,25 +347,49 @@ TEST_CASE("conv_transpose2d: bad params and tensors name the parameter and leave
   const std::vector<float> x(largest, 1.0f), w(largest, 1.0f), b(6, 1.0f), dy(largest, 1.0f);
   std::vector<float> y(largest, 42.0f), dx(largest, 42.0f), dw(largest, 42.0f), db(6, 42.0f);
   const std::vector<float> y0 = y, dx0 = dx, dw0 = dw, db0 = db;
-  require_error([&] { plan.forward({x.data(), s.output}, {w.data(), s.weights}, b, {y.data(), s.output}); }, bad,
-                "input");
-  require_error([&] { plan.forward({x.data(), s.input}, {w.data(), {6, 2, 3, 3}}, b, {y.data(), s.output}); }, bad,
-                "weights");
-  require_error([&] { plan.forward({x.data(), s.input}, {w.data(), s.weights}, {}, {y.data(), s.output}); }, bad,
-                "bias");
-  require_error([&] { plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.input}); }, bad,
-                "output");
-  require_error([&] { plan.backward_data({dy.data(), s.input}, {w.data(), s.weights}, {dx.data(), s.input}); }, bad,
-                "output_grad");
-  require_error([&] { plan.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {nullptr, s.input}); }, bad,
-                "input_grad");
-  require_error([&] { plan.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw.data(), s.input}); },
-                bad, "weights_grad");
+  require_error(
+      [&] {
+        plan.forward({x.data(), s.output}, {w.data(), s.weights}, b, {y.data(), s.output});
+      },
+      bad, "input");
+  require_error(
+      [&] {
+        plan.forward({x.data(), s.input}, {w.data(), {6, 2, 3, 3}}, b, {y.data(), s.output});
+      },
+      bad, "weights");
+  require_error(
+      [&] {
+        plan.forward({x.data(), s.input}, {w.data(), s.weights}, {}, {y.data(), s.output});
+      },
+      bad, "bias");
+  require_error(
+      [&] {
+        plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.input});
+      },
+      bad, "output");
+  require_error(
+      [&] {
+        plan.backward_data({dy.data(), s.input}, {w.data(), s.weights}, {dx.data(), s.input});
+      },
+      bad, "output_grad");
+  require_error(
+      [&] {
+        plan.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {nullptr, s.input});
+      },
+      bad, "input_grad");
+  require_error(
+      [&] {
+        plan.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw.data(), s.input});
+      },
+      bad, "weights_grad");
   require_error([&] { plan.backward_bias({dy.data(), s.output}, std::span(db).first(5)); }, bad, "bias_grad");
   std::vector<std::byte> small(8);
   if (plan.workspace_bytes(Conv2dDirection::forward) > small.size()) {
-    require_error([&] { plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.output}, small); },
-                  bad, "workspace");
+    require_error(
+        [&] {
+          plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.output}, small);
+        },
+        bad, "workspace");
   }
   CHECK(y == y0);
   CHECK(dx == dx0);

@@ -6,8 +6,8 @@
 #include <convgemm/io/idx.hpp>
 #include <convgemm/nn/dataset.hpp>
 
-#include <catch2/catch.hpp>
 #include <zlib.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <fstream>
@@ -35,8 +35,8 @@ Bytes idx_bytes(const std::vector<uint32_t>& dimensions, const Bytes& values, un
 }
 
 void write_raw(const std::filesystem::path& path, const Bytes& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 void write_gzip(const std::filesystem::path& path, const Bytes& bytes) {
@@ -69,8 +69,8 @@ TEST_CASE("idx: raw and gzipped files load into the same data set", "[idx]") {
   CHECK(array.dimensions == std::vector<int64_t>{3, 2, 3});
   CHECK(array.data == std::vector<uint8_t>(image_values.begin(), image_values.end()));
 
-  for (const auto& [image_file, label_file] : {std::pair("images", "labels"), std::pair("images.gz", "labels.gz"),
-                                               std::pair("images.gz", "labels")}) {
+  for (const auto& [image_file, label_file] :
+       {std::pair("images", "labels"), std::pair("images.gz", "labels.gz"), std::pair("images.gz", "labels")}) {
     INFO(image_file << " + " << label_file);
     const nn::Dataset data = io::load_idx_dataset(directory / image_file, directory / label_file);
     CHECK(data.size() == 3);
@@ -78,7 +78,8 @@ TEST_CASE("idx: raw and gzipped files load into the same data set", "[idx]") {
     CHECK(data.classes == 3);
     CHECK(data.labels == std::vector<int64_t>{2, 0, 1});
     REQUIRE(data.images.size() == image_values.size());
-    for (size_t i = 0; i < image_values.size(); ++i) CHECK(data.images[i] == static_cast<float>(image_values[i]) / 255.0f);
+    for (size_t i = 0; i < image_values.size(); ++i)
+      CHECK(data.images[i] == static_cast<float>(image_values[i]) / 255.0f);
     CHECK(data.images.back() == 1.0f);
     data.validate();
   }
@@ -180,11 +181,16 @@ TEST_CASE("dataset: batches copy the chosen images and labels, and contiguous on
   const auto bad = Status::invalid_argument;
   const std::vector<int64_t> out_of_range = {3};
   require_error(
-      [&] { nn::gather_batch(data, out_of_range, {images.data(), {1, 1, 2, 3}}, std::span(labels).first(1)); }, bad,
-      "indices");
+      [&] {
+        nn::gather_batch(data, out_of_range, {images.data(), {1, 1, 2, 3}}, std::span(labels).first(1));
+      },
+      bad, "indices");
   require_error([&] { nn::gather_batch(data, indices, {images.data(), {2, 1, 3, 2}}, labels); }, bad, "images");
-  require_error([&] { nn::gather_batch(data, indices, {images.data(), {2, 1, 2, 3}}, std::span(labels).first(1)); },
-                bad, "labels");
+  require_error(
+      [&] {
+        nn::gather_batch(data, indices, {images.data(), {2, 1, 2, 3}}, std::span(labels).first(1));
+      },
+      bad, "labels");
   require_error([&] { data.batch_view(2, 2); }, bad, "count");
   nn::Dataset broken = data;
   broken.labels[1] = 3;

@@ -6,8 +6,8 @@
 
 #include <convgemm/dense.hpp>
 
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <catch2/catch.hpp>
 
 #include <random>
 #include <vector>
@@ -32,8 +32,13 @@ struct NaiveDense {
 
   NaiveDense(const DenseParams& p, const std::vector<float>& x_, const std::vector<float>& w_,
              const std::vector<float>& b_, const std::vector<float>& dy_, bool absolute)
-      : N(p.batch), C(p.in_features), K(p.out_features), x(to_double(x_, absolute)), w(to_double(w_, absolute)),
-        b(to_double(b_, absolute)), dy(to_double(dy_, absolute)) {}
+      : N(p.batch),
+        C(p.in_features),
+        K(p.out_features),
+        x(to_double(x_, absolute)),
+        w(to_double(w_, absolute)),
+        b(to_double(b_, absolute)),
+        dy(to_double(dy_, absolute)) {}
 
   double at(const std::vector<double>& m, int64_t row, int64_t col, int64_t cols) const {
     return m[static_cast<size_t>(row * cols + col)];
@@ -86,8 +91,8 @@ TEST_CASE("dense: forward and all three gradients against naive triple loops", "
   const auto draw = [&](int64_t low, int64_t high) { return std::uniform_int_distribution<int64_t>(low, high)(rng); };
   for (int trial = 0; trial < 60; ++trial) {
     // Batches and feature counts on both sides of the 32-row parallel blocks.
-    const DenseParams params{.batch = draw(1, 70), .in_features = draw(1, 40), .out_features = draw(1, 70),
-                             .has_bias = draw(0, 1) == 1};
+    const DenseParams params{
+        .batch = draw(1, 70), .in_features = draw(1, 40), .out_features = draw(1, 70), .has_bias = draw(0, 1) == 1};
     INFO("trial " << trial << ": N=" << params.batch << " C=" << params.in_features << " K=" << params.out_features
                   << " bias=" << params.has_bias);
     const Dense dense(params);
@@ -204,24 +209,51 @@ TEST_CASE("dense: bad params and tensors name the parameter and leave outputs un
   const std::vector<float> y0 = y, dx0 = dx, dw0 = dw, db0 = db;
   const Shape4 transposed{4, 3, 1, 1};
 
-  require_error([&] { dense.forward({x.data(), transposed}, {w.data(), s.weights}, b, {y.data(), s.output}); }, bad,
-                "input");
-  require_error([&] { dense.forward({x.data(), s.input}, {nullptr, s.weights}, b, {y.data(), s.output}); }, bad,
-                "weights");
-  require_error([&] { dense.forward({x.data(), s.input}, {w.data(), s.weights}, {}, {y.data(), s.output}); }, bad,
-                "bias");
-  require_error([&] { no_bias.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.output}); }, bad,
-                "bias");
-  require_error([&] { dense.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.input}); }, bad,
-                "output");
-  require_error([&] { dense.backward_data({dy.data(), s.input}, {w.data(), s.weights}, {dx.data(), s.input}); }, bad,
-                "output_grad");
-  require_error([&] { dense.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {dx.data(), transposed}); },
-                bad, "input_grad");
-  require_error([&] { dense.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw.data(), s.output}); },
-                bad, "weights_grad");
-  require_error([&] { dense.backward_weights({nullptr, s.input}, {dy.data(), s.output}, {dw.data(), s.weights}); },
-                bad, "input");
+  require_error(
+      [&] {
+        dense.forward({x.data(), transposed}, {w.data(), s.weights}, b, {y.data(), s.output});
+      },
+      bad, "input");
+  require_error(
+      [&] {
+        dense.forward({x.data(), s.input}, {nullptr, s.weights}, b, {y.data(), s.output});
+      },
+      bad, "weights");
+  require_error(
+      [&] {
+        dense.forward({x.data(), s.input}, {w.data(), s.weights}, {}, {y.data(), s.output});
+      },
+      bad, "bias");
+  require_error(
+      [&] {
+        no_bias.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.output});
+      },
+      bad, "bias");
+  require_error(
+      [&] {
+        dense.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y.data(), s.input});
+      },
+      bad, "output");
+  require_error(
+      [&] {
+        dense.backward_data({dy.data(), s.input}, {w.data(), s.weights}, {dx.data(), s.input});
+      },
+      bad, "output_grad");
+  require_error(
+      [&] {
+        dense.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {dx.data(), transposed});
+      },
+      bad, "input_grad");
+  require_error(
+      [&] {
+        dense.backward_weights({x.data(), s.input}, {dy.data(), s.output}, {dw.data(), s.output});
+      },
+      bad, "weights_grad");
+  require_error(
+      [&] {
+        dense.backward_weights({nullptr, s.input}, {dy.data(), s.output}, {dw.data(), s.weights});
+      },
+      bad, "input");
   require_error([&] { dense.backward_bias({dy.data(), s.output}, std::span(db).first(4)); }, bad, "bias_grad");
   require_error([&] { no_bias.backward_bias({dy.data(), s.output}, db); }, bad, "bias_grad");
   CHECK(y == y0);

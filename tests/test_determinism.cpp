@@ -28,19 +28,49 @@ Gradients gradients(const Conv2dPlan& plan, const std::vector<float>& input, con
 TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "[conv2d][determinism]") {
   const std::vector<Conv2dParams> problems = {
       // many samples of >= 256 output pixels: one sample per chunk, several waves
-      {.batch = 13, .in_channels = 5, .in_height = 20, .in_width = 18, .out_channels = 7, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      {.batch = 13,
+       .in_channels = 5,
+       .in_height = 20,
+       .in_width = 18,
+       .out_channels = 7,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // small images: several samples per chunk
-      {.batch = 23, .in_channels = 8, .in_height = 7, .in_width = 7, .out_channels = 16, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 2, .has_bias = true},
+      {.batch = 23,
+       .in_channels = 8,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 16,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 2,
+       .has_bias = true},
       // 1x1 fast path
       {.batch = 11, .in_channels = 12, .in_height = 9, .in_width = 10, .out_channels = 6, .has_bias = true},
       // one large sample, channel blocks (C/G*R*S >= 1024) and several pixel tiles
-      {.batch = 2, .in_channels = 128, .in_height = 24, .in_width = 20, .out_channels = 8, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .has_bias = true},
+      {.batch = 2,
+       .in_channels = 128,
+       .in_height = 24,
+       .in_width = 20,
+       .out_channels = 8,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // depthwise
-      {.batch = 6, .in_channels = 8, .in_height = 12, .in_width = 12, .out_channels = 16, .kernel_height = 3,
-       .kernel_width = 3, .padding = Padding2d::symmetric(1, 1), .groups = 8, .has_bias = true},
+      {.batch = 6,
+       .in_channels = 8,
+       .in_height = 12,
+       .in_width = 12,
+       .out_channels = 16,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 8,
+       .has_bias = true},
   };
   for (const Conv2dParams& params : problems) {
     INFO(convgemm::testing::describe(params));
@@ -60,9 +90,8 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
     }
     for (const int threads : {2, 3, 8}) {
       INFO("within-sample parallelism, " << threads << " threads");
-      const Gradients result =
-          gradients(Conv2dPlan(params, {.threads = threads, .parallelism = Parallelism::within_sample}), input,
-                    output_grad);
+      const Gradients result = gradients(
+          Conv2dPlan(params, {.threads = threads, .parallelism = Parallelism::within_sample}), input, output_grad);
       CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
       CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
     }

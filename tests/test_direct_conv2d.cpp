@@ -31,8 +31,13 @@ TEST_CASE("conv2d: output-size formula and padding helpers", "[conv2d][shapes]")
   }
 
   // The seeds' example: a 320x280 input with a 2x1 kernel gives a 319x280 output.
-  const Conv2dShapes shapes = conv2d_shapes({.batch = 1, .in_channels = 1, .in_height = 320, .in_width = 280,
-                                             .out_channels = 1, .kernel_height = 2, .kernel_width = 1});
+  const Conv2dShapes shapes = conv2d_shapes({.batch = 1,
+                                             .in_channels = 1,
+                                             .in_height = 320,
+                                             .in_width = 280,
+                                             .out_channels = 1,
+                                             .kernel_height = 2,
+                                             .kernel_width = 1});
   CHECK(shapes.output == Shape4{1, 1, 319, 280});
 
   // TensorFlow 'same': output = ceil(input / stride), odd total padding puts the extra pixel bottom/right.
@@ -48,8 +53,14 @@ TEST_CASE("conv2d: output-size formula and padding helpers", "[conv2d][shapes]")
   CHECK((dilated.top == 2 && dilated.bottom == 2));
   CHECK(Padding2d::valid().top + Padding2d::valid().bottom + Padding2d::valid().left + Padding2d::valid().right == 0);
 
-  CHECK(conv2d_flops({.batch = 2, .in_channels = 4, .in_height = 5, .in_width = 5, .out_channels = 6,
-                      .kernel_height = 3, .kernel_width = 3, .groups = 2}) == 2.0 * 2 * 6 * 2 * 9 * 3 * 3);
+  CHECK(conv2d_flops({.batch = 2,
+                      .in_channels = 4,
+                      .in_height = 5,
+                      .in_width = 5,
+                      .out_channels = 6,
+                      .kernel_height = 3,
+                      .kernel_width = 3,
+                      .groups = 2}) == 2.0 * 2 * 6 * 2 * 9 * 3 * 3);
 }
 
 // The seeds' worked example: 3x3 input X, 2x2 filter F, 2x2 output O. Small integers keep every product and
@@ -72,19 +83,24 @@ TEST_CASE("conv2d: the hand-worked 3x3 example, element by element", "[conv2d][e
       X21 * dO11 + X22 * dO12 + X31 * dO21 + X32 * dO22, X22 * dO11 + X23 * dO12 + X32 * dO21 + X33 * dO22};
   // dL/dX = full convolution of dL/dO with F rotated by 180 degrees.
   const std::vector<float> expected_dX = {
-      dO11 * F11,                                     // dX11
-      dO11 * F12 + dO12 * F11,                        // dX12
-      dO12 * F12,                                     // dX13
-      dO11 * F21 + dO21 * F11,                        // dX21
+      dO11 * F11,                                         // dX11
+      dO11 * F12 + dO12 * F11,                            // dX12
+      dO12 * F12,                                         // dX13
+      dO11 * F21 + dO21 * F11,                            // dX21
       dO11 * F22 + dO12 * F21 + dO21 * F12 + dO22 * F11,  // dX22
-      dO12 * F22 + dO22 * F12,                        // dX23
-      dO21 * F21,                                     // dX31
-      dO21 * F22 + dO22 * F21,                        // dX32
-      dO22 * F22,                                     // dX33
+      dO12 * F22 + dO22 * F12,                            // dX23
+      dO21 * F21,                                         // dX31
+      dO21 * F22 + dO22 * F21,                            // dX32
+      dO22 * F22,                                         // dX33
   };
 
-  const Conv2dParams params{.batch = 1, .in_channels = 1, .in_height = 3, .in_width = 3, .out_channels = 1,
-                            .kernel_height = 2, .kernel_width = 2};
+  const Conv2dParams params{.batch = 1,
+                            .in_channels = 1,
+                            .in_height = 3,
+                            .in_width = 3,
+                            .out_channels = 1,
+                            .kernel_height = 2,
+                            .kernel_width = 2};
   const Shape4 x_shape{1, 1, 3, 3}, f_shape{1, 1, 2, 2}, o_shape{1, 1, 2, 2};
   const Conv2dPlan plan(params);
   std::vector<float> O(4), dF(4), dX(9);
@@ -123,8 +139,7 @@ double loss(const Conv2dParams& params, const std::vector<double>& x, const std:
 }
 
 void check_against_central_difference(const std::vector<double>& analytic,
-                                      const std::function<double(size_t, double)>& loss_with_offset,
-                                      const char* what) {
+                                      const std::function<double(size_t, double)>& loss_with_offset, const char* what) {
   constexpr double h = 1e-3;
   for (size_t i = 0; i < analytic.size(); ++i) {
     const double numeric = (loss_with_offset(i, h) - loss_with_offset(i, -h)) / (2 * h);
@@ -137,12 +152,38 @@ void check_against_central_difference(const std::vector<double>& analytic,
 
 TEST_CASE("conv2d: finite-difference gradient checks of the direct adjoints (double)", "[conv2d][gradcheck]") {
   const std::vector<Conv2dParams> problems = {
-      {.batch = 2, .in_channels = 3, .in_height = 6, .in_width = 5, .out_channels = 4, .kernel_height = 3,
-       .kernel_width = 2, .padding = {1, 0, 2, 1}, .has_bias = true},
-      {.batch = 1, .in_channels = 4, .in_height = 9, .in_width = 8, .out_channels = 6, .kernel_height = 3,
-       .kernel_width = 3, .stride = {2, 3}, .padding = {1, 2, 0, 1}, .dilation = {2, 1}, .groups = 2, .has_bias = true},
-      {.batch = 2, .in_channels = 3, .in_height = 7, .in_width = 7, .out_channels = 3, .kernel_height = 2,
-       .kernel_width = 3, .stride = {1, 2}, .padding = {0, 1, 1, 0}, .dilation = {1, 2}, .groups = 3},
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 6,
+       .in_width = 5,
+       .out_channels = 4,
+       .kernel_height = 3,
+       .kernel_width = 2,
+       .padding = {1, 0, 2, 1},
+       .has_bias = true},
+      {.batch = 1,
+       .in_channels = 4,
+       .in_height = 9,
+       .in_width = 8,
+       .out_channels = 6,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .stride = {2, 3},
+       .padding = {1, 2, 0, 1},
+       .dilation = {2, 1},
+       .groups = 2,
+       .has_bias = true},
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 3,
+       .kernel_height = 2,
+       .kernel_width = 3,
+       .stride = {1, 2},
+       .padding = {0, 1, 1, 0},
+       .dilation = {1, 2},
+       .groups = 3},
   };
   for (const Conv2dParams& params : problems) {
     INFO(convgemm::testing::describe(params));
@@ -161,20 +202,29 @@ TEST_CASE("conv2d: finite-difference gradient checks of the direct adjoints (dou
                                    TensorViewF64{dw.data(), shapes.weights});
     direct_conv2d_backward_bias(params, ConstTensorViewF64{g.data(), shapes.output}, std::span<double>(db));
 
-    check_against_central_difference(dx, [&](size_t i, double offset) {
-      auto shifted = x;
-      shifted[i] += offset;
-      return loss(params, shifted, w, b, g);
-    }, "dx");
-    check_against_central_difference(dw, [&](size_t i, double offset) {
-      auto shifted = w;
-      shifted[i] += offset;
-      return loss(params, x, shifted, b, g);
-    }, "dw");
-    check_against_central_difference(db, [&](size_t i, double offset) {
-      auto shifted = b;
-      shifted[i] += offset;
-      return loss(params, x, w, shifted, g);
-    }, "db");
+    check_against_central_difference(
+        dx,
+        [&](size_t i, double offset) {
+          auto shifted = x;
+          shifted[i] += offset;
+          return loss(params, shifted, w, b, g);
+        },
+        "dx");
+    check_against_central_difference(
+        dw,
+        [&](size_t i, double offset) {
+          auto shifted = w;
+          shifted[i] += offset;
+          return loss(params, x, shifted, b, g);
+        },
+        "dw");
+    check_against_central_difference(
+        db,
+        [&](size_t i, double offset) {
+          auto shifted = b;
+          shifted[i] += offset;
+          return loss(params, x, w, shifted, g);
+        },
+        "db");
   }
 }

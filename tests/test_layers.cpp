@@ -103,12 +103,15 @@ TEST_CASE("layers: output shapes and parameter counts follow from the input shap
 TEST_CASE("layers: every layer's backward matches finite differences of its forward", "[layers][gradient]") {
   uint64_t seed = 1;
   const auto check = [&](std::unique_ptr<Layer> layer) { check_layer_gradients(*layer, seed++); };
-  check(make_layer(Conv2d{.out_channels = 3, .kernel = {3, 2}, .stride = {2, 1}, .padding = {1, 0, 1, 1},
-                          .dilation = {1, 2}},
-                   {2, 5, 6}));
+  check(make_layer(
+      Conv2d{.out_channels = 3, .kernel = {3, 2}, .stride = {2, 1}, .padding = {1, 0, 1, 1}, .dilation = {1, 2}},
+      {2, 5, 6}));
   check(make_layer(Conv2d{.out_channels = 4, .kernel = {3, 3}, .groups = 2}, {2, 4, 4}));
-  check(make_layer(ConvTranspose2d{.out_channels = 3, .kernel = {3, 3}, .stride = {2, 2},
-                                   .padding = Padding2d::symmetric(1, 1), .output_padding = {1, 1}},
+  check(make_layer(ConvTranspose2d{.out_channels = 3,
+                                   .kernel = {3, 3},
+                                   .stride = {2, 2},
+                                   .padding = Padding2d::symmetric(1, 1),
+                                   .output_padding = {1, 1}},
                    {2, 3, 3}));
   check(make_layer(TiledConv2d{.out_channels = 2, .kernel = {2, 2}, .tile = {2, 3}}, {2, 5, 5}));
   check(make_layer(TiledConv2d{.out_channels = 2, .kernel = {3, 3}, .locally_connected = true}, {1, 5, 4}));
@@ -154,8 +157,11 @@ TEST_CASE("layers: dropout drops and scales in training, is the identity in infe
   layer->forward({x.data(), shape}, {y.data(), shape}, true);
   CHECK(y == first);
   require_error([&] { layer->set_random_state(std::vector<uint64_t>{1}); }, Status::invalid_argument, "random_state");
-  require_error([&] { make_layer(ReLU{}, {1, 1, 1})->set_random_state(std::vector<uint64_t>{1, 2}); },
-                Status::invalid_argument, "random_state");
+  require_error(
+      [&] {
+        make_layer(ReLU{}, {1, 1, 1})->set_random_state(std::vector<uint64_t>{1, 2});
+      },
+      Status::invalid_argument, "random_state");
 }
 
 TEST_CASE("layers: configurations that do not fit the input name the parameter", "[layers][errors]") {
@@ -163,10 +169,16 @@ TEST_CASE("layers: configurations that do not fit the input name the parameter",
   require_error([] { make_layer(Conv2d{.out_channels = 8, .kernel = {5, 5}}, {1, 4, 4}); }, bad, "kernel_height");
   require_error([] { make_layer(Conv2d{.out_channels = 0, .kernel = {3, 3}}, {1, 4, 4}); }, bad, "out_channels");
   require_error([] { make_layer(Conv2d{.out_channels = 6, .groups = 4}, {4, 4, 4}); }, bad, "out_channels");
-  require_error([] { make_layer(ConvTranspose2d{.out_channels = 2, .kernel = {2, 2}, .output_padding = {1, 0}}, {1, 2, 2}); },
-                bad, "output_padding.height");
-  require_error([] { make_layer(TiledConv2d{.out_channels = 2, .kernel = {3, 3}, .tile = {5, 1}}, {1, 6, 6}); }, bad,
-                "tile_height");
+  require_error(
+      [] {
+        make_layer(ConvTranspose2d{.out_channels = 2, .kernel = {2, 2}, .output_padding = {1, 0}}, {1, 2, 2});
+      },
+      bad, "output_padding.height");
+  require_error(
+      [] {
+        make_layer(TiledConv2d{.out_channels = 2, .kernel = {3, 3}, .tile = {5, 1}}, {1, 6, 6});
+      },
+      bad, "tile_height");
   require_error([] { make_layer(MaxPool2d{.kernel = {3, 3}}, {1, 2, 2}); }, bad, "kernel_height");
   require_error([] { make_layer(ChannelMaxPool{.group_size = 3}, {4, 2, 2}); }, bad, "channels");
   require_error([] { make_layer(Dropout{.probability = 1.0}, {1, 2, 2}); }, bad, "probability");

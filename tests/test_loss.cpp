@@ -7,8 +7,8 @@
 #include <convgemm/activation.hpp>
 #include <convgemm/loss.hpp>
 
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <random>
@@ -59,8 +59,8 @@ TEST_CASE("loss: softmax cross-entropy matches the textbook formula", "[loss]") 
 
 TEST_CASE("loss: softmax cross-entropy stays finite and exact for logits of +-1000", "[loss]") {
   const Shape4 shape{3, 3, 1, 1};
-  const std::vector<float> z = {1000, -1000, 0,  // label 0: probability 1, loss 0
-                                1000, -1000, 0,  // label 1: loss 1000 - (-1000) = 2000
+  const std::vector<float> z = {1000,  -1000, 0,       // label 0: probability 1, loss 0
+                                1000,  -1000, 0,       // label 1: loss 1000 - (-1000) = 2000
                                 -1000, -1000, -1000};  // uniform: loss log 3
   const std::vector<int64_t> labels = {0, 1, 2};
   std::vector<float> dz(9);
@@ -68,8 +68,8 @@ TEST_CASE("loss: softmax cross-entropy stays finite and exact for logits of +-10
   REQUIRE(std::isfinite(loss));
   CHECK(loss == Approx((0 + 2000 + std::log(3.0)) / 3).epsilon(1e-12));
   const float third = 1.0f / 3.0f;
-  const std::vector<float> expected = {0, 0, 0,                              //
-                                       third, -third, 0,                     //
+  const std::vector<float> expected = {0,         0,         0,  //
+                                       third,     -third,    0,  //
                                        third / 3, third / 3, -2 * third / 3};
   for (size_t i = 0; i < dz.size(); ++i) {
     REQUIRE(std::isfinite(dz[i]));
@@ -85,8 +85,12 @@ TEST_CASE("loss: softmax cross-entropy gradient matches finite differences", "[l
   const auto labels = random_labels(N, K, rng);
   std::vector<double> dz(z.size());
   softmax_cross_entropy(ConstTensorViewF64{z.data(), shape}, labels, TensorViewF64{dz.data(), shape});
-  check_gradient(z, [&] { return softmax_cross_entropy(ConstTensorViewF64{z.data(), shape}, labels); }, dz,
-                 "softmax cross-entropy dL/dz");
+  check_gradient(
+      z,
+      [&] {
+        return softmax_cross_entropy(ConstTensorViewF64{z.data(), shape}, labels);
+      },
+      dz, "softmax cross-entropy dL/dz");
 }
 
 TEST_CASE("loss: seed 002, the fused sigmoid + BCE gradient is (A - Y) / N", "[loss][seed-002]") {
@@ -136,9 +140,12 @@ TEST_CASE("loss: sigmoid + BCE gradient matches finite differences", "[loss][gra
   std::vector<double> dz(z.size());
   sigmoid_binary_cross_entropy(ConstTensorViewF64{z.data(), shape}, ConstTensorViewF64{y.data(), shape},
                                TensorViewF64{dz.data(), shape});
-  check_gradient(z, [&] {
-    return sigmoid_binary_cross_entropy(ConstTensorViewF64{z.data(), shape}, ConstTensorViewF64{y.data(), shape});
-  }, dz, "sigmoid BCE dL/dz");
+  check_gradient(
+      z,
+      [&] {
+        return sigmoid_binary_cross_entropy(ConstTensorViewF64{z.data(), shape}, ConstTensorViewF64{y.data(), shape});
+      },
+      dz, "sigmoid BCE dL/dz");
 }
 
 TEST_CASE("loss: the loss is bitwise the same for 1, 2, 3 and 8 threads", "[loss][determinism]") {
@@ -176,28 +183,52 @@ TEST_CASE("loss: bad input names the argument and leaves the gradient untouched"
   require_error([&] { softmax_cross_entropy({nullptr, shape}, labels, {dz.data(), shape}); }, bad, "logits");
   require_error([&] { softmax_cross_entropy({z.data(), {2, 3, 1, 0}}, labels); }, bad, "logits");
   require_error([&] { softmax_cross_entropy({z.data(), {1, 3, 2, 1}}, labels, {dz.data(), shape}); }, bad, "logits");
-  require_error([&] { softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{0}, {dz.data(), shape}); }, bad,
-                "labels");
-  require_error([&] { softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{0, 3}, {dz.data(), shape}); },
-                bad, "labels");
-  require_error([&] { softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{-1, 0}, {dz.data(), shape}); },
-                bad, "labels");
-  require_error([&] { softmax_cross_entropy({z.data(), shape}, labels, {dz.data(), {3, 2, 1, 1}}); }, bad,
-                "logits_grad");
+  require_error(
+      [&] {
+        softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{0}, {dz.data(), shape});
+      },
+      bad, "labels");
+  require_error(
+      [&] {
+        softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{0, 3}, {dz.data(), shape});
+      },
+      bad, "labels");
+  require_error(
+      [&] {
+        softmax_cross_entropy({z.data(), shape}, std::vector<int64_t>{-1, 0}, {dz.data(), shape});
+      },
+      bad, "labels");
+  require_error(
+      [&] {
+        softmax_cross_entropy({z.data(), shape}, labels, {dz.data(), {3, 2, 1, 1}});
+      },
+      bad, "logits_grad");
   require_error([&] { softmax_cross_entropy({z.data(), shape}, labels, {nullptr, shape}); }, bad, "logits_grad");
 
-  require_error([&] { sigmoid_binary_cross_entropy({z.data(), shape}, {y.data(), {3, 2, 1, 1}}, {dz.data(), shape}); },
-                bad, "targets");
-  require_error([&] { sigmoid_binary_cross_entropy({z.data(), {0, 3, 1, 1}}, {y.data(), {0, 3, 1, 1}}); }, bad,
-                "logits");
+  require_error(
+      [&] {
+        sigmoid_binary_cross_entropy({z.data(), shape}, {y.data(), {3, 2, 1, 1}}, {dz.data(), shape});
+      },
+      bad, "targets");
+  require_error(
+      [&] {
+        sigmoid_binary_cross_entropy({z.data(), {0, 3, 1, 1}}, {y.data(), {0, 3, 1, 1}});
+      },
+      bad, "logits");
   for (const float target : {-0.5f, 1.5f, std::nanf("")}) {
     std::vector<float> wrong = y;
     wrong[4] = target;
     INFO("target " << target);
-    require_error([&] { sigmoid_binary_cross_entropy({z.data(), shape}, {wrong.data(), shape}, {dz.data(), shape}); },
-                  bad, "targets");
+    require_error(
+        [&] {
+          sigmoid_binary_cross_entropy({z.data(), shape}, {wrong.data(), shape}, {dz.data(), shape});
+        },
+        bad, "targets");
   }
-  require_error([&] { sigmoid_binary_cross_entropy({z.data(), shape}, {y.data(), shape}, {dz.data(), {6, 1, 1, 1}}); },
-                bad, "logits_grad");
+  require_error(
+      [&] {
+        sigmoid_binary_cross_entropy({z.data(), shape}, {y.data(), shape}, {dz.data(), {6, 1, 1, 1}});
+      },
+      bad, "logits_grad");
   CHECK(dz == dz0);
 }

@@ -183,8 +183,10 @@ TEST_CASE("init: He and Glorot draw the documented distributions, reproducibly",
   // 90,000 draws: the sample variance is within 1.5% of the true one with overwhelming probability.
   const double he = 2.0 / 450, glorot = 2.0 / (450 + 1800);
   for (const auto& [scheme, variance, bound] : std::vector<std::tuple<Initializer, double, double>>{
-           {Initializer::he_normal, he, 0}, {Initializer::he_uniform, he, std::sqrt(3 * he)},
-           {Initializer::glorot_normal, glorot, 0}, {Initializer::glorot_uniform, glorot, std::sqrt(3 * glorot)}}) {
+           {Initializer::he_normal, he, 0},
+           {Initializer::he_uniform, he, std::sqrt(3 * he)},
+           {Initializer::glorot_normal, glorot, 0},
+           {Initializer::glorot_uniform, glorot, std::sqrt(3 * glorot)}}) {
     const auto values = draw(scheme, 5);
     const auto [mean, mean_square, largest] = moments(values);
     INFO("scheme " << static_cast<int>(scheme));

@@ -24,8 +24,12 @@ namespace {
 
 // PyTorch's default stride (the kernel) and no padding.
 Pool2dParams pool_params(int64_t height, int64_t width, int64_t kernel, int64_t stride, Padding2d padding = {}) {
-  return {.in_height = height, .in_width = width, .kernel_height = kernel, .kernel_width = kernel,
-          .stride = {stride, stride}, .padding = padding};
+  return {.in_height = height,
+          .in_width = width,
+          .kernel_height = kernel,
+          .kernel_width = kernel,
+          .stride = {stride, stride},
+          .padding = padding};
 }
 
 // The oracle: copy each plane into an explicitly padded image (padding = `fill`), then reduce every window of the
@@ -49,7 +53,8 @@ std::vector<double> oracle_forward(const Pool2dParams& p, const std::vector<doub
         double result = reduce == Reduce::max ? -std::numeric_limits<double>::infinity() : 0.0;
         for (int64_t r = 0; r < p.kernel_height; ++r)
           for (int64_t s = 0; s < p.kernel_width; ++s) {
-            const double v = padded[static_cast<size_t>((oh * p.stride.height + r) * padded_w + ow * p.stride.width + s)];
+            const double v =
+                padded[static_cast<size_t>((oh * p.stride.height + r) * padded_w + ow * p.stride.width + s)];
             result = reduce == Reduce::max ? std::max(result, v) : result + v;
           }
         y.push_back(reduce == Reduce::max ? result : result / static_cast<double>(p.kernel_height * p.kernel_width));
@@ -61,8 +66,13 @@ std::vector<double> oracle_forward(const Pool2dParams& p, const std::vector<doub
 Pool2dParams random_pool_params(std::mt19937_64& rng) {
   const auto draw = [&](int64_t low, int64_t high) { return std::uniform_int_distribution<int64_t>(low, high)(rng); };
   for (;;) {
-    Pool2dParams p{.batch = draw(1, 3), .channels = draw(1, 4), .in_height = draw(1, 9), .in_width = draw(1, 9),
-                   .kernel_height = draw(1, 4), .kernel_width = draw(1, 4), .stride = {draw(1, 3), draw(1, 3)}};
+    Pool2dParams p{.batch = draw(1, 3),
+                   .channels = draw(1, 4),
+                   .in_height = draw(1, 9),
+                   .in_width = draw(1, 9),
+                   .kernel_height = draw(1, 4),
+                   .kernel_width = draw(1, 4),
+                   .stride = {draw(1, 3), draw(1, 3)}};
     p.padding = {draw(0, p.kernel_height - 1), draw(0, p.kernel_height - 1), draw(0, p.kernel_width - 1),
                  draw(0, p.kernel_width - 1)};
     if (p.kernel_height > p.in_height + p.padding.top + p.padding.bottom) continue;
@@ -90,9 +100,9 @@ TEST_CASE("pool2d: the lecture's max pooling example, forward and gradient routi
   const std::vector<float> dy = {10, 20, 30, 40};
   std::vector<float> dx(16, -1.0f);
   pool.backward(in(x, pool.shapes().input), in(dy, pool.shapes().output), out(dx, pool.shapes().input));
-  CHECK(dx == std::vector<float>{0, 0, 20, 0,   //
-                                 0, 10, 0, 0,   //
-                                 0, 0, 0, 40,   //
+  CHECK(dx == std::vector<float>{0, 0, 20, 0,  //
+                                 0, 10, 0, 0,  //
+                                 0, 0, 0, 40,  //
                                  0, 30, 0, 0});
 }
 
@@ -215,26 +225,32 @@ TEST_CASE("pool2d: max and average pooling gradients match finite differences", 
 
     const MaxPool2d max_pool(params);
     max_pool.backward(in(x, shapes.input), in(dy, shapes.output), out(dx, shapes.input));
-    check_gradient(x, [&] {
-      max_pool.forward(in(x, shapes.input), out(y, shapes.output));
-      return dot(dy, y);
-    }, dx, "max pool dL/dx");
+    check_gradient(
+        x,
+        [&] {
+          max_pool.forward(in(x, shapes.input), out(y, shapes.output));
+          return dot(dy, y);
+        },
+        dx, "max pool dL/dx");
 
     const AvgPool2d avg_pool(params);
     avg_pool.backward(in(dy, shapes.output), out(dx, shapes.input));
-    check_gradient(x, [&] {
-      avg_pool.forward(in(x, shapes.input), out(y, shapes.output));
-      return dot(dy, y);
-    }, dx, "average pool dL/dx");
+    check_gradient(
+        x,
+        [&] {
+          avg_pool.forward(in(x, shapes.input), out(y, shapes.output));
+          return dot(dy, y);
+        },
+        dx, "average pool dL/dx");
   }
 }
 
 TEST_CASE("channel max pool: maxout over groups of channels, ties to the first channel", "[pool2d][maxout]") {
   const ChannelMaxPool pool({.channels = 4, .width = 3, .group_size = 2});
   REQUIRE(pool.shapes().output == Shape4{1, 2, 1, 3});
-  const std::vector<float> x = {1, 5, 2,    // channel 0
-                                3, 5, -1,   // channel 1: ties channel 0 at pixel 1
-                                0, 0, 0,    // channel 2
+  const std::vector<float> x = {1,  5, 2,   // channel 0
+                                3,  5, -1,  // channel 1: ties channel 0 at pixel 1
+                                0,  0, 0,   // channel 2
                                 -1, 2, 0};  // channel 3: ties channel 2 at pixel 2
   std::vector<float> y(6);
   pool.forward(in(x, pool.shapes().input), out(y, pool.shapes().output));
@@ -256,10 +272,13 @@ TEST_CASE("channel max pool: gradient matches finite differences", "[pool2d][max
   const auto dy = convgemm::testing::random_doubles(static_cast<size_t>(element_count(shapes.output)), rng);
   std::vector<double> y(dy.size()), dx(x.size());
   pool.backward(in(x, shapes.input), in(dy, shapes.output), out(dx, shapes.input));
-  check_gradient(x, [&] {
-    pool.forward(in(x, shapes.input), out(y, shapes.output));
-    return dot(dy, y);
-  }, dx, "maxout dL/dx");
+  check_gradient(
+      x,
+      [&] {
+        pool.forward(in(x, shapes.input), out(y, shapes.output));
+        return dot(dy, y);
+      },
+      dx, "maxout dL/dx");
 }
 
 TEST_CASE("pool2d: bad params and tensors name the parameter and leave outputs untouched", "[pool2d][errors]") {
@@ -286,8 +305,16 @@ TEST_CASE("pool2d: bad params and tensors name the parameter and leave outputs u
   rejects(with([](auto& p) { p.padding.bottom = 3; }), "padding.bottom");  // a whole kernel of padding
   rejects(with([](auto& p) { p.padding.left = 3; }), "padding.left");
   rejects(with([](auto& p) { p.padding.right = 5; }), "padding.right");
-  rejects(with([](auto& p) { p.kernel_height = 9; p.padding = {}; }), "kernel_height");  // larger than the input
-  rejects(with([](auto& p) { p.kernel_width = 6; p.padding = {}; }), "kernel_width");
+  rejects(with([](auto& p) {
+            p.kernel_height = 9;
+            p.padding = {};
+          }),
+          "kernel_height");  // larger than the input
+  rejects(with([](auto& p) {
+            p.kernel_width = 6;
+            p.padding = {};
+          }),
+          "kernel_width");
   rejects(with([](auto& p) { p.in_height = p.in_width = int64_t{1} << 32; }), "input size");
 
   const auto channel_rejects = [&](ChannelMaxPoolParams params, const std::string& parameter) {
@@ -313,21 +340,36 @@ TEST_CASE("pool2d: bad params and tensors name the parameter and leave outputs u
   require_error([&] { max_pool.forward({x.data(), wrong}, {y.data(), s.output}); }, bad, "input");
   require_error([&] { max_pool.forward({x.data(), s.input}, {nullptr, s.output}); }, bad, "output");
   require_error([&] { max_pool.forward({x.data(), s.input}, {y.data(), s.input}); }, bad, "output");
-  require_error([&] { max_pool.backward({x.data(), s.input}, {dy.data(), wrong}, {dx.data(), s.input}); }, bad,
-                "output_grad");
-  require_error([&] { max_pool.backward({nullptr, s.input}, {dy.data(), s.output}, {dx.data(), s.input}); }, bad,
-                "input");
-  require_error([&] { max_pool.backward({x.data(), s.input}, {dy.data(), s.output}, {dx.data(), wrong}); }, bad,
-                "input_grad");
+  require_error(
+      [&] {
+        max_pool.backward({x.data(), s.input}, {dy.data(), wrong}, {dx.data(), s.input});
+      },
+      bad, "output_grad");
+  require_error(
+      [&] {
+        max_pool.backward({nullptr, s.input}, {dy.data(), s.output}, {dx.data(), s.input});
+      },
+      bad, "input");
+  require_error(
+      [&] {
+        max_pool.backward({x.data(), s.input}, {dy.data(), s.output}, {dx.data(), wrong});
+      },
+      bad, "input_grad");
   require_error([&] { avg_pool.forward({x.data(), s.output}, {y.data(), s.output}); }, bad, "input");
   require_error([&] { avg_pool.backward({dy.data(), s.output}, {dx.data(), s.output}); }, bad, "input_grad");
   require_error([&] { avg_pool.backward({dy.data(), s.input}, {dx.data(), s.input}); }, bad, "output_grad");
   const PoolShapes& c = channel_pool.shapes();
   require_error([&] { channel_pool.forward({x.data(), c.input}, {y.data(), c.input}); }, bad, "output");
-  require_error([&] { channel_pool.backward({x.data(), c.output}, {dy.data(), c.output}, {dx.data(), c.input}); },
-                bad, "input");
-  require_error([&] { channel_pool.backward({x.data(), c.input}, {dy.data(), c.output}, {dx.data(), c.output}); },
-                bad, "input_grad");
+  require_error(
+      [&] {
+        channel_pool.backward({x.data(), c.output}, {dy.data(), c.output}, {dx.data(), c.input});
+      },
+      bad, "input");
+  require_error(
+      [&] {
+        channel_pool.backward({x.data(), c.input}, {dy.data(), c.output}, {dx.data(), c.output});
+      },
+      bad, "input_grad");
   CHECK(y == y0);
   CHECK(dx == dx0);
 }

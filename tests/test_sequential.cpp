@@ -22,7 +22,8 @@ using convgemm::testing::spaced_floats;
 
 namespace {
 
-const char* const reference_spec = "conv32k3,relu,maxpool2,conv64k3,relu,maxpool2,flatten,dense128,relu,dropout0.5,dense10";
+const char* const reference_spec =
+    "conv32k3,relu,maxpool2,conv64k3,relu,maxpool2,flatten,dense128,relu,dropout0.5,dense10";
 
 std::vector<float> random_batch(const Sequential& model, int64_t batch, std::mt19937_64& rng) {
   std::vector<float> x(static_cast<size_t>(batch * element_count(model.input_shape())));
@@ -44,10 +45,10 @@ TEST_CASE("sequential: the reference net's summary shows the seeds' parameter co
 
   const std::string summary = model.summary();
   INFO(summary);
-  for (const char* expected : {"Conv2d(1->32, 3x3)", "(N, 32, 26, 26)", "320", "MaxPool2d(2x2)", "(N, 32, 13, 13)",
-                               "Conv2d(32->64, 3x3)", "(N, 64, 11, 11)", "18,496", "(N, 64, 5, 5)", "Flatten",
-                               "(N, 1600)", "Dense(1600->128)", "204,928", "Dropout(0.5)", "Dense(128->10)", "1,290",
-                               "Total params: 225,034"}) {
+  for (const char* expected :
+       {"Conv2d(1->32, 3x3)", "(N, 32, 26, 26)", "320", "MaxPool2d(2x2)", "(N, 32, 13, 13)", "Conv2d(32->64, 3x3)",
+        "(N, 64, 11, 11)", "18,496", "(N, 64, 5, 5)", "Flatten", "(N, 1600)", "Dense(1600->128)", "204,928",
+        "Dropout(0.5)", "Dense(128->10)", "1,290", "Total params: 225,034"}) {
     CHECK(summary.find(expected) != std::string::npos);
   }
   // One line per layer, plus the header, two rules, the input and the total.
@@ -89,9 +90,9 @@ TEST_CASE("sequential: every layer and option of the spec grammar", "[sequential
       "conv8k3s1p1d1g1,tanh,deconv8k2s2o1p1g2,sigmoid,tconv4k3t2s1,maxout2,local2k3p1,avgpool2s1p1,maxpool3s2,"
       "relu,flatten,dropout0.1,dense3",
       {2, 6, 6});
-  const std::vector<std::string> types = {"Conv2d", "Tanh", "ConvTranspose2d", "Sigmoid", "TiledConv2d",
-                                          "ChannelMaxPool", "TiledConv2d", "AvgPool2d", "MaxPool2d", "ReLU",
-                                          "Flatten", "Dropout", "Dense"};
+  const std::vector<std::string> types = {
+      "Conv2d",    "Tanh", "ConvTranspose2d", "Sigmoid", "TiledConv2d", "ChannelMaxPool", "TiledConv2d", "AvgPool2d",
+      "MaxPool2d", "ReLU", "Flatten",         "Dropout", "Dense"};
   REQUIRE(model.size() == static_cast<int64_t>(types.size()));
   for (size_t i = 0; i < types.size(); ++i) CHECK(model.layer(static_cast<int64_t>(i)).type() == types[i]);
   CHECK(model.layer(0).output_shape() == SampleShape{8, 6, 6});
@@ -114,26 +115,26 @@ TEST_CASE("sequential: a bad spec is an error naming the offending token", "[seq
     INFO("spec: " << spec);
     require_error([&] { Sequential::from_spec(spec, {1, 28, 28}); }, Status::invalid_argument, token);
   };
-  rejects("conv32k3,relu,bogus7", "bogus7");            // unknown layer
-  rejects("conv32x3", "conv32x3");                       // unknown option
-  rejects("conv32", "conv32");                           // missing kernel
-  rejects("conv32k", "conv32k");                         // option without a number
-  rejects("conv32k3k3", "conv32k3k3");                   // option given twice
-  rejects("conv3.5k3", "conv3.5k3");                     // fraction where an integer belongs
+  rejects("conv32k3,relu,bogus7", "bogus7");                            // unknown layer
+  rejects("conv32x3", "conv32x3");                                      // unknown option
+  rejects("conv32", "conv32");                                          // missing kernel
+  rejects("conv32k", "conv32k");                                        // option without a number
+  rejects("conv32k3k3", "conv32k3k3");                                  // option given twice
+  rejects("conv3.5k3", "conv3.5k3");                                    // fraction where an integer belongs
   rejects("conv99999999999999999999k3", "conv99999999999999999999k3");  // past 64 bits
-  rejects("Conv32k3", "Conv32k3");                       // upper case
-  rejects("conv32k3-", "conv32k3-");                     // stray character
-  rejects("relu3", "relu3");                             // a number where none belongs
-  rejects("dense", "dense");                             // a number missing
-  rejects("conv32k3,,relu", "<empty>");                  // empty token
+  rejects("Conv32k3", "Conv32k3");                                      // upper case
+  rejects("conv32k3-", "conv32k3-");                                    // stray character
+  rejects("relu3", "relu3");                                            // a number where none belongs
+  rejects("dense", "dense");                                            // a number missing
+  rejects("conv32k3,,relu", "<empty>");                                 // empty token
   rejects("conv32k3,", "<empty>");
-  rejects("dropout1.5", "dropout1.5");                   // the layer's own error, re-thrown naming the token
+  rejects("dropout1.5", "dropout1.5");  // the layer's own error, re-thrown naming the token
   rejects("dropoutx", "dropoutx");
-  rejects("conv32k30", "conv32k30");                     // kernel larger than the image
-  rejects("conv32k3,dense10", "dense10");                // dense on an unflattened input
-  rejects("conv32k3,maxpool2,maxout5", "maxout5");       // 32 channels not divisible by 5
-  rejects("tconv8k3", "tconv8k3");                       // tile missing
-  rejects("deconv4k2s2o2", "deconv4k2s2o2");             // output padding not below the stride
+  rejects("conv32k30", "conv32k30");                // kernel larger than the image
+  rejects("conv32k3,dense10", "dense10");           // dense on an unflattened input
+  rejects("conv32k3,maxpool2,maxout5", "maxout5");  // 32 channels not divisible by 5
+  rejects("tconv8k3", "tconv8k3");                  // tile missing
+  rejects("deconv4k2s2o2", "deconv4k2s2o2");        // output padding not below the stride
   // The message says where and what.
   try {
     Sequential::from_spec("conv32k3,relu,bogus7", {1, 28, 28});
@@ -144,8 +145,8 @@ TEST_CASE("sequential: a bad spec is an error naming the offending token", "[seq
 
 TEST_CASE("sequential: whole-model gradients match finite differences", "[sequential][gradient]") {
   // Smooth layers (no kinks near the inputs), every kind of parameterised layer, batch of 3.
-  Sequential model = Sequential::from_spec("conv3k3p1,tanh,deconv2k2s2,avgpool2,tconv2k2t2,sigmoid,flatten,dense4",
-                                           {2, 5, 5});
+  Sequential model =
+      Sequential::from_spec("conv3k3p1,tanh,deconv2k2s2,avgpool2,tconv2k2t2,sigmoid,flatten,dense4", {2, 5, 5});
   model.initialize(11, Initializer::glorot_uniform);
   std::mt19937_64 rng(12);
   const Shape4 in_shape = batch_shape(3, model.input_shape());

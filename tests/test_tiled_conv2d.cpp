@@ -38,8 +38,13 @@ struct PerSetOracle {
 
   PerSetOracle(const TiledConv2dParams& params, const std::vector<float>& x_, const std::vector<float>& w_,
                const std::vector<float>& b_, const std::vector<float>& dy_, bool absolute)
-      : p(params), s(tiled_conv2d_shapes(params)), conv(conv2d_shapes(params.conv)), x(to_double(x_, absolute)),
-        w(to_double(w_, absolute)), b(to_double(b_, absolute)), dy(to_double(dy_, absolute)) {}
+      : p(params),
+        s(tiled_conv2d_shapes(params)),
+        conv(conv2d_shapes(params.conv)),
+        x(to_double(x_, absolute)),
+        w(to_double(w_, absolute)),
+        b(to_double(b_, absolute)),
+        dy(to_double(dy_, absolute)) {}
 
   int64_t pixels() const { return s.output[2] * s.output[3]; }
   bool in_set(size_t output_index, int64_t j) const {
@@ -240,15 +245,21 @@ TEST_CASE("tiled conv2d: random tilings against one convolution per kernel set",
 }
 
 TEST_CASE("tiled conv2d: the locally connected limit has one kernel set per output pixel", "[tiled_conv2d]") {
-  const Conv2dParams conv{.batch = 2, .in_channels = 3, .in_height = 6, .in_width = 5, .out_channels = 4,
-                          .kernel_height = 3, .kernel_width = 2, .has_bias = true};
+  const Conv2dParams conv{.batch = 2,
+                          .in_channels = 3,
+                          .in_height = 6,
+                          .in_width = 5,
+                          .out_channels = 4,
+                          .kernel_height = 3,
+                          .kernel_width = 2,
+                          .has_bias = true};
   const TiledConv2dParams params = locally_connected2d_params(conv);
   CHECK(params.tile_height == 4);
   CHECK(params.tile_width == 4);
   const TiledConv2d op(params);
   CHECK(op.shapes().kernel_sets == 16);
   CHECK(op.shapes().weights == Shape4{16 * 4, 3, 3, 2});  // P*Q*K filters of C*R*S: untied weights
-  CHECK(op.shapes().bias == 16 * 4);                     // and untied biases
+  CHECK(op.shapes().bias == 16 * 4);                      // and untied biases
   std::mt19937_64 rng(3);
   check_against_oracle(params, rng);
 }
@@ -289,8 +300,13 @@ TEST_CASE("tiled conv2d: bad params and tensors name the parameter and leave out
           "[tiled_conv2d][errors]") {
   const auto bad = Status::invalid_argument;
   // Output 4 x 3.
-  const Conv2dParams conv{.in_channels = 2, .in_height = 6, .in_width = 5, .out_channels = 2, .kernel_height = 3,
-                          .kernel_width = 3, .has_bias = true};
+  const Conv2dParams conv{.in_channels = 2,
+                          .in_height = 6,
+                          .in_width = 5,
+                          .out_channels = 2,
+                          .kernel_height = 3,
+                          .kernel_width = 3,
+                          .has_bias = true};
   require_error([&] { TiledConv2d op({.conv = conv, .tile_height = 0}); }, bad, "tile_height");
   require_error([&] { TiledConv2d op({.conv = conv, .tile_height = 5}); }, bad, "tile_height");
   require_error([&] { TiledConv2d op({.conv = conv, .tile_width = 4}); }, bad, "tile_width");
@@ -305,14 +321,26 @@ TEST_CASE("tiled conv2d: bad params and tensors name the parameter and leave out
   const std::vector<float> x(300, 1.0f), w(300, 1.0f), b(12, 1.0f), dy(300, 1.0f);
   std::vector<float> y(300, 42.0f), dx(300, 42.0f), dw(300, 42.0f), db(12, 42.0f);
   const std::vector<float> y0 = y, dx0 = dx, dw0 = dw, db0 = db;
-  require_error([&] { op.forward({x.data(), s.input}, {w.data(), {2, 2, 3, 3}}, b, {y.data(), s.output}); }, bad,
-                "weights");
-  require_error([&] { op.forward({x.data(), s.input}, {w.data(), s.weights}, std::span(b).first(2),
-                                 {y.data(), s.output}); }, bad, "bias");
-  require_error([&] { op.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {dx.data(), s.output}); }, bad,
-                "input_grad");
-  require_error([&] { op.backward_weights({x.data(), s.input}, {nullptr, s.output}, {dw.data(), s.weights}); }, bad,
-                "output_grad");
+  require_error(
+      [&] {
+        op.forward({x.data(), s.input}, {w.data(), {2, 2, 3, 3}}, b, {y.data(), s.output});
+      },
+      bad, "weights");
+  require_error(
+      [&] {
+        op.forward({x.data(), s.input}, {w.data(), s.weights}, std::span(b).first(2), {y.data(), s.output});
+      },
+      bad, "bias");
+  require_error(
+      [&] {
+        op.backward_data({dy.data(), s.output}, {w.data(), s.weights}, {dx.data(), s.output});
+      },
+      bad, "input_grad");
+  require_error(
+      [&] {
+        op.backward_weights({x.data(), s.input}, {nullptr, s.output}, {dw.data(), s.weights});
+      },
+      bad, "output_grad");
   require_error([&] { op.backward_bias({dy.data(), s.output}, std::span(db).first(2)); }, bad, "bias_grad");
   CHECK(y == y0);
   CHECK(dx == dx0);

@@ -6,8 +6,8 @@
 
 #include <convgemm/nn/train.hpp>
 
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -45,8 +45,8 @@ Dataset blobs(int64_t count, uint64_t seed, bool two_classes = false) {
 
 TEST_CASE("training: a tiny CNN learns which quadrant holds a bright blob", "[training]") {
   const Dataset train = blobs(1024, 1), test = blobs(512, 2);
-  Sequential model = Sequential::from_spec("conv8k3p1,relu,maxpool2,conv8k3p1,relu,maxpool2,flatten,dense4",
-                                           train.sample_shape);
+  Sequential model =
+      Sequential::from_spec("conv8k3p1,relu,maxpool2,conv8k3p1,relu,maxpool2,flatten,dense4", train.sample_shape);
   model.initialize(3);
   Adam adam({.learning_rate = 0.01});
   Trainer trainer(model, adam, {.epochs = 4, .batch_size = 32, .seed = 4});
@@ -56,7 +56,8 @@ TEST_CASE("training: a tiny CNN learns which quadrant holds a bright blob", "[tr
   const Evaluation result = evaluate(model, test, 100);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (const EpochMetrics& e : epochs) {
-    UNSCOPED_INFO("epoch " << e.epoch << ": loss " << e.loss << ", accuracy " << e.accuracy << ", " << e.seconds << " s");
+    UNSCOPED_INFO("epoch " << e.epoch << ": loss " << e.loss << ", accuracy " << e.accuracy << ", " << e.seconds
+                           << " s");
   }
   INFO("test: loss " << result.loss << ", accuracy " << result.accuracy << "; " << seconds << " s in all");
   REQUIRE(epochs.size() == 4);

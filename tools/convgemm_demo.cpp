@@ -3,8 +3,8 @@
 // and their speeds. Until the training tool lands this is the honest end-to-end demonstration.
 #include <convgemm/convgemm.hpp>
 
-#include <CLI/CLI.hpp>
 #include <oneapi/tbb/task_arena.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -54,8 +54,14 @@ std::vector<float> random_floats(int64_t count, std::mt19937_64& rng) {
 int main(int argc, char** argv) {
   using namespace convgemm;
   ensure_fast_blas_kernel(argc, argv);
-  Conv2dParams params{.batch = 8, .in_channels = 64, .in_height = 28, .in_width = 28, .out_channels = 64,
-                      .kernel_height = 3, .kernel_width = 3, .has_bias = true};
+  Conv2dParams params{.batch = 8,
+                      .in_channels = 64,
+                      .in_height = 28,
+                      .in_width = 28,
+                      .out_channels = 64,
+                      .kernel_height = 3,
+                      .kernel_width = 3,
+                      .has_bias = true};
   int64_t padding = 1, stride = 1;
   int threads = 0, repeats = 5;
   CLI::App app{"convgemm-demo: one convolution layer through im2col+SGEMM and the direct convolution"};
@@ -78,10 +84,9 @@ int main(int argc, char** argv) {
     const Conv2dPlan plan(params, {.threads = threads});
     const Conv2dShapes& s = plan.shapes();
     const RuntimeInfo info = runtime_info();
-    std::printf("convgemm %s | %s kernel %s%s | TBB %s | %d threads\n", info.version.c_str(),
-                info.blas_vendor.c_str(), info.blas_kernel.c_str(),
-                info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)", info.tbb_version.c_str(),
-                plan.threads());
+    std::printf("convgemm %s | %s kernel %s%s | TBB %s | %d threads\n", info.version.c_str(), info.blas_vendor.c_str(),
+                info.blas_kernel.c_str(), info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)",
+                info.tbb_version.c_str(), plan.threads());
     std::printf("plan: %s\n", plan.describe().c_str());
     std::printf("layer: N=%ld C=%ld %ldx%ld -> K=%ld %ldx%ld, kernel %ldx%ld, stride %ld, padding %ld, bias\n",
                 params.batch, params.in_channels, params.in_height, params.in_width, params.out_channels, s.output[2],
@@ -103,12 +108,30 @@ int main(int argc, char** argv) {
       const std::vector<float>& reference;
     };
     const Direction directions[] = {
-        {"forward", [&] { plan.forward(xv, wv, b, {y.data(), s.output}); },
-         [&] { direct_conv2d_forward(params, xv, wv, b, TensorView{y_ref.data(), s.output}); }, y, y_ref},
-        {"backward-data", [&] { plan.backward_data(dyv, wv, {dx.data(), s.input}); },
-         [&] { direct_conv2d_backward_data(params, dyv, wv, TensorView{dx_ref.data(), s.input}); }, dx, dx_ref},
-        {"backward-weights", [&] { plan.backward_weights(xv, dyv, {dw.data(), s.weights}); },
-         [&] { direct_conv2d_backward_weights(params, xv, dyv, TensorView{dw_ref.data(), s.weights}); }, dw, dw_ref},
+        {"forward",
+         [&] {
+           plan.forward(xv, wv, b, {y.data(), s.output});
+         },
+         [&] {
+           direct_conv2d_forward(params, xv, wv, b, TensorView{y_ref.data(), s.output});
+         },
+         y, y_ref},
+        {"backward-data",
+         [&] {
+           plan.backward_data(dyv, wv, {dx.data(), s.input});
+         },
+         [&] {
+           direct_conv2d_backward_data(params, dyv, wv, TensorView{dx_ref.data(), s.input});
+         },
+         dx, dx_ref},
+        {"backward-weights",
+         [&] {
+           plan.backward_weights(xv, dyv, {dw.data(), s.weights});
+         },
+         [&] {
+           direct_conv2d_backward_weights(params, xv, dyv, TensorView{dw_ref.data(), s.weights});
+         },
+         dw, dw_ref},
     };
     const double gflop = conv2d_flops(params) / 1e9;
     std::printf("%-17s %14s %14s %9s %16s\n", "direction", "im2col GFLOP/s", "direct GFLOP/s", "speed-up",

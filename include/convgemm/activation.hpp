@@ -21,26 +21,28 @@ namespace convgemm {
 CONVGEMM_CXX_API void relu_forward(std::span<const float> input, std::span<float> output);
 CONVGEMM_CXX_API void relu_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * [y > 0]; at x = 0 the derivative is taken as 0, as in PyTorch.
-CONVGEMM_CXX_API void relu_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
+CONVGEMM_CXX_API void relu_backward(std::span<const float> output, std::span<const float> output_grad,
+                                    std::span<float> input_grad);
 CONVGEMM_CXX_API void relu_backward(std::span<const double> output, std::span<const double> output_grad,
-                   std::span<double> input_grad);
+                                    std::span<double> input_grad);
 
 // y = 1 / (1 + e^-x), evaluated as e^x / (1 + e^x) for x < 0 so that no exponential overflows.
 CONVGEMM_CXX_API void sigmoid_forward(std::span<const float> input, std::span<float> output);
 CONVGEMM_CXX_API void sigmoid_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * y * (1 - y)
 CONVGEMM_CXX_API void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad,
-                      std::span<float> input_grad);
+                                       std::span<float> input_grad);
 CONVGEMM_CXX_API void sigmoid_backward(std::span<const double> output, std::span<const double> output_grad,
-                      std::span<double> input_grad);
+                                       std::span<double> input_grad);
 
 // y = tanh(x)
 CONVGEMM_CXX_API void tanh_forward(std::span<const float> input, std::span<float> output);
 CONVGEMM_CXX_API void tanh_forward(std::span<const double> input, std::span<double> output);
 // dx = dy * (1 - y^2)
-CONVGEMM_CXX_API void tanh_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad);
+CONVGEMM_CXX_API void tanh_backward(std::span<const float> output, std::span<const float> output_grad,
+                                    std::span<float> input_grad);
 CONVGEMM_CXX_API void tanh_backward(std::span<const double> output, std::span<const double> output_grad,
-                   std::span<double> input_grad);
+                                    std::span<double> input_grad);
 
 struct DropoutParams {
   double probability = 0.5;  // p: the chance that an element is dropped, in [0, 1)

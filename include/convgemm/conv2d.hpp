@@ -47,13 +47,13 @@ struct Padding2d {
 
 // The problem, as plain data. Validated when a plan (or a direct convolution) is made from it.
 struct Conv2dParams {
-  int64_t batch = 1;         // N
-  int64_t in_channels = 1;   // C
-  int64_t in_height = 1;     // H
-  int64_t in_width = 1;      // W
-  int64_t out_channels = 1;  // K
-  int64_t kernel_height = 1; // R
-  int64_t kernel_width = 1;  // S
+  int64_t batch = 1;          // N
+  int64_t in_channels = 1;    // C
+  int64_t in_height = 1;      // H
+  int64_t in_width = 1;       // W
+  int64_t out_channels = 1;   // K
+  int64_t kernel_height = 1;  // R
+  int64_t kernel_width = 1;   // S
   Stride2d stride{};
   Padding2d padding{};
   Dilation2d dilation{};
@@ -70,10 +70,10 @@ CONVGEMM_CXX_API int64_t conv2d_output_size(int64_t input, int64_t kernel, int64
 // naming the offending parameter: non-positive sizes, a kernel larger than the padded input, channels not
 // divisible by groups, negative padding, products that overflow 64 bits.
 struct Conv2dShapes {
-  Shape4 input;   // {N, C, H, W}
-  Shape4 weights; // {K, C/G, R, S}
-  Shape4 output;  // {N, K, P, Q}
-  int64_t bias;   // K when has_bias, else 0
+  Shape4 input;    // {N, C, H, W}
+  Shape4 weights;  // {K, C/G, R, S}
+  Shape4 output;   // {N, K, P, Q}
+  int64_t bias;    // K when has_bias, else 0
 };
 CONVGEMM_CXX_API Conv2dShapes conv2d_shapes(const Conv2dParams& params);
 

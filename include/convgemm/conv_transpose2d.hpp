@@ -63,7 +63,7 @@ struct ConvTranspose2dShapes {
 // P (or Q) = (input - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1; no
 // validation here, and the result may be < 1 for too much padding.
 CONVGEMM_CXX_API int64_t conv_transpose2d_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before,
-                                     int64_t pad_after, int64_t dilation, int64_t output_padding);
+                                                      int64_t pad_after, int64_t dilation, int64_t output_padding);
 
 // Validates the params and throws convgemm::Error naming the offending parameter: non-positive sizes, negative
 // padding, output_padding not smaller than the stride, channels not divisible by groups, padding that leaves no

@@ -38,13 +38,13 @@ CONVGEMM_API const char* convgemm_last_error(void);
 
 /* What the library runs on. The strings are valid for the life of the process. */
 typedef struct convgemm_build_info {
-  const char* version;       /* convgemm's */
-  const char* blas_vendor;   /* "OpenBLAS" */
-  const char* blas_config;   /* OpenBLAS's version and build options */
-  const char* blas_kernel;   /* the CPU kernel set OpenBLAS chose when it loaded, e.g. "SkylakeX" */
+  const char* version;     /* convgemm's */
+  const char* blas_vendor; /* "OpenBLAS" */
+  const char* blas_config; /* OpenBLAS's version and build options */
+  const char* blas_kernel; /* the CPU kernel set OpenBLAS chose when it loaded, e.g. "SkylakeX" */
   const char* tbb_version;
-  int32_t default_threads;   /* concurrency of the calling thread's TBB arena */
-  int32_t cpu_has_avx512;    /* 1 when the CPU has AVX-512 F/CD/BW/DQ/VL */
+  int32_t default_threads; /* concurrency of the calling thread's TBB arena */
+  int32_t cpu_has_avx512;  /* 1 when the CPU has AVX-512 F/CD/BW/DQ/VL */
 } convgemm_build_info;
 
 /* An AVX-512 CPU on a pre-AVX-512 kernel set (Debian's OpenBLAS 0.3.21 on AMD Zen 5) runs SGEMM at half speed:
@@ -101,9 +101,9 @@ typedef enum convgemm_parallelism {
 
 /* How a plan runs; start from convgemm_execution_options_init(). */
 typedef struct convgemm_execution_options {
-  int32_t threads;                 /* as for convgemm_conv2d_plan_create */
+  int32_t threads; /* as for convgemm_conv2d_plan_create */
   convgemm_parallelism parallelism;
-  size_t workspace_limit_bytes;    /* 0: none; else workspace sizes stay within it (or creation fails) */
+  size_t workspace_limit_bytes; /* 0: none; else workspace sizes stay within it (or creation fails) */
 } convgemm_execution_options;
 
 CONVGEMM_API convgemm_status convgemm_execution_options_init(convgemm_execution_options* options);
@@ -177,12 +177,9 @@ CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_data(const convg
                                                                      convgemm_const_tensor weights,
                                                                      convgemm_tensor input_grad, void* workspace,
                                                                      size_t workspace_bytes);
-CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_weights(const convgemm_conv_transpose2d_plan* plan,
-                                                                        convgemm_const_tensor input,
-                                                                        convgemm_const_tensor output_grad,
-                                                                        convgemm_tensor weights_grad,
-                                                                        int32_t accumulate, void* workspace,
-                                                                        size_t workspace_bytes);
+CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_weights(
+    const convgemm_conv_transpose2d_plan* plan, convgemm_const_tensor input, convgemm_const_tensor output_grad,
+    convgemm_tensor weights_grad, int32_t accumulate, void* workspace, size_t workspace_bytes);
 CONVGEMM_API convgemm_status convgemm_conv_transpose2d_backward_bias(const convgemm_conv_transpose2d_plan* plan,
                                                                      convgemm_const_tensor output_grad,
                                                                      float* bias_grad, int64_t bias_grad_size,
@@ -227,8 +224,7 @@ CONVGEMM_API convgemm_status convgemm_activation_forward(convgemm_activation kin
                                                          int64_t count);
 /* From the forward's OUTPUT, as frameworks do: dx = dy * f'(y). input_grad may be output_grad. */
 CONVGEMM_API convgemm_status convgemm_activation_backward(convgemm_activation kind, const float* output,
-                                                          const float* output_grad, float* input_grad,
-                                                          int64_t count);
+                                                          const float* output_grad, float* input_grad, int64_t count);
 
 #ifdef __cplusplus
 }

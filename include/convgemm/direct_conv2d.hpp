@@ -13,8 +13,8 @@
 namespace convgemm {
 
 // y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, c, p*sh + r*dh - pt, q*sw + s*dw - pl] * w[k,c,r,s]
-CONVGEMM_CXX_API void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input,
-                                            ConstTensorView weights, std::span<const float> bias, TensorView output);
+CONVGEMM_CXX_API void direct_conv2d_forward(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
+                                            std::span<const float> bias, TensorView output);
 CONVGEMM_CXX_API void direct_conv2d_forward(const Conv2dParams& params, ConstTensorViewF64 input,
                                             ConstTensorViewF64 weights, std::span<const double> bias,
                                             TensorViewF64 output);
@@ -47,11 +47,12 @@ namespace convgemm {
 // in vector registers over (c, r, s), and TBB runs samples and filter blocks in parallel. Backward-data runs the
 // same kernel on dy as a forward convolution with the flipped, transposed filters (for stride > 1 over dy
 // dilated with zeros, so it does stride_h*stride_w times the useful work there). Float only; overwrite only.
-CONVGEMM_CXX_API void direct_conv2d_forward_optimized(const Conv2dParams& params, ConstTensorView input, ConstTensorView weights,
-                                     std::span<const float> bias, TensorView output);
+CONVGEMM_CXX_API void direct_conv2d_forward_optimized(const Conv2dParams& params, ConstTensorView input,
+                                                      ConstTensorView weights, std::span<const float> bias,
+                                                      TensorView output);
 CONVGEMM_CXX_API void direct_conv2d_backward_data_optimized(const Conv2dParams& params, ConstTensorView output_grad,
-                                           ConstTensorView weights, TensorView input_grad);
+                                                            ConstTensorView weights, TensorView input_grad);
 CONVGEMM_CXX_API void direct_conv2d_backward_weights_optimized(const Conv2dParams& params, ConstTensorView input,
-                                              ConstTensorView output_grad, TensorView weights_grad);
+                                                               ConstTensorView output_grad, TensorView weights_grad);
 
 }  // namespace convgemm

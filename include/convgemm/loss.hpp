@@ -22,17 +22,19 @@ namespace convgemm {
 //       with m = max_j z[n,j], so that no exponential overflows;
 //   dL/dz[n,j] = (softmax(z[n])_j - [j == label_n]) / N.
 // Returns L and, when logits_grad is given (it may be left empty), writes dL/dz there.
-CONVGEMM_CXX_API double softmax_cross_entropy(ConstTensorView logits, std::span<const int64_t> labels, TensorView logits_grad = {});
+CONVGEMM_CXX_API double softmax_cross_entropy(ConstTensorView logits, std::span<const int64_t> labels,
+                                              TensorView logits_grad = {});
 CONVGEMM_CXX_API double softmax_cross_entropy(ConstTensorViewF64 logits, std::span<const int64_t> labels,
-                             TensorViewF64 logits_grad = {});
+                                              TensorViewF64 logits_grad = {});
 
 // logits z and targets y of the same shape, any shape; y in [0, 1] (soft targets allowed). With A = sigmoid(z) and
 // M the number of elements (the batch N for one output per sample):
 //   L = (1/M) sum -[y log A + (1 - y) log(1 - A)] = (1/M) sum [ max(z, 0) - z y + log1p(exp(-|z|)) ]
 //   dL/dz = (A - y) / M: the sigmoid's derivative A (1 - A) cancels the cross-entropy's denominators (seed 002).
 // Returns L and, when logits_grad is given (it may be left empty), writes dL/dz there.
-CONVGEMM_CXX_API double sigmoid_binary_cross_entropy(ConstTensorView logits, ConstTensorView targets, TensorView logits_grad = {});
+CONVGEMM_CXX_API double sigmoid_binary_cross_entropy(ConstTensorView logits, ConstTensorView targets,
+                                                     TensorView logits_grad = {});
 CONVGEMM_CXX_API double sigmoid_binary_cross_entropy(ConstTensorViewF64 logits, ConstTensorViewF64 targets,
-                                    TensorViewF64 logits_grad = {});
+                                                     TensorViewF64 logits_grad = {});
 
 }  // namespace convgemm

@@ -10,14 +10,14 @@
 namespace convgemm {
 
 struct RuntimeInfo {
-  std::string version;       // convgemm's own
-  std::string blas_vendor;   // "OpenBLAS"
-  std::string blas_config;   // openblas_get_config(): version and build options
-  std::string blas_kernel;   // openblas_get_corename(): the CPU kernel set chosen at load time, e.g. "SkylakeX"
+  std::string version;      // convgemm's own
+  std::string blas_vendor;  // "OpenBLAS"
+  std::string blas_config;  // openblas_get_config(): version and build options
+  std::string blas_kernel;  // openblas_get_corename(): the CPU kernel set chosen at load time, e.g. "SkylakeX"
   std::string blas_coretype_override;  // OPENBLAS_CORETYPE as this process saw it ("" when unset)
   bool cpu_has_avx512 = false;         // F, CD, BW, DQ and VL: what OpenBLAS's SkylakeX kernels need
   std::string tbb_version;
-  int default_threads = 0;   // concurrency of the calling thread's TBB arena
+  int default_threads = 0;  // concurrency of the calling thread's TBB arena
 };
 
 CONVGEMM_CXX_API RuntimeInfo runtime_info();

@@ -27,8 +27,8 @@ struct BasicTensorView {
   BasicTensorView(T* data_, Shape4 shape_) : data(data_), shape(shape_) {}
   // A mutable view converts to a read-only one, as T* converts to const T*.
   template <class U>
-    requires std::is_same_v<const U, T> && (!std::is_same_v<U, T>)
-  BasicTensorView(BasicTensorView<U> other) : data(other.data), shape(other.shape) {}
+  requires std::is_same_v<const U, T> &&(!std::is_same_v<U, T>)BasicTensorView(BasicTensorView<U> other)
+      : data(other.data), shape(other.shape) {}
 
   int64_t size() const { return element_count(shape); }
 };

@@ -11,9 +11,9 @@
 //
 // The loops are direct (correct before fast): forward in parallel over output planes, backward-data over (sample,
 // group), backward-weights and backward-bias over (kernel set, filter). Each element is owned by one task and summed
-// in a fixed order (forward, weights and bias in double precision), so every result is the same for any thread count. Calls check every argument
-// before writing anything and run in the caller's TBB arena. Float and double overloads (the double ones drive the
-// finite-difference checks).
+// in a fixed order (forward, weights and bias in double precision), so every result is the same for any thread count.
+// Calls check every argument before writing anything and run in the caller's TBB arena. Float and double overloads (the
+// double ones drive the finite-difference checks).
 #pragma once
 
 #include <convgemm/export.hpp>

@@ -71,7 +71,8 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
   if (::fsync(temporary.fd()) != 0) fail(path, system_error("cannot flush " + temporary.name()));
   const int fd = std::exchange(temporary.fd(), -1);
   if (::close(fd) != 0) fail(path, system_error("cannot close " + temporary.name()));
-  if (::rename(temporary.name().c_str(), path.c_str()) != 0) fail(path, system_error("cannot rename the temporary file"));
+  if (::rename(temporary.name().c_str(), path.c_str()) != 0)
+    fail(path, system_error("cannot rename the temporary file"));
   temporary.keep();
   // And the rename itself must reach the disk, or a crash could bring back the old file.
   const int directory_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
@@ -112,7 +113,8 @@ void ByteWriter::floats(std::span<const float> values) {
   for (size_t i = 0; i < values.size(); ++i) {
     uint32_t bits = 0;
     std::memcpy(&bits, &values[i], 4);
-    for (int b = 0; b < 4; ++b) bytes_[start + i * 4 + static_cast<size_t>(b)] = static_cast<std::byte>(bits >> (8 * b));
+    for (int b = 0; b < 4; ++b)
+      bytes_[start + i * 4 + static_cast<size_t>(b)] = static_cast<std::byte>(bits >> (8 * b));
   }
 }
 

@@ -23,7 +23,8 @@ namespace {
 class GzipFile {
  public:
   explicit GzipFile(const std::filesystem::path& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
-    if (file_ == nullptr) fail(path, std::string("cannot open: ") + (errno != 0 ? std::strerror(errno) : "out of memory"));
+    if (file_ == nullptr)
+      fail(path, std::string("cannot open: ") + (errno != 0 ? std::strerror(errno) : "out of memory"));
     gzbuffer(file_, 1 << 17);
   }
   ~GzipFile() { gzclose(file_); }
@@ -48,7 +49,8 @@ class GzipFile {
     // A stream that ends early reports it as an error after the last bytes.
     int code = 0;
     gzerror(file_, &code);
-    if (code != Z_OK && code != Z_BUF_ERROR) fail(path_, std::string("is not a valid gzip stream: ") + gzerror(file_, &code));
+    if (code != Z_OK && code != Z_BUF_ERROR)
+      fail(path_, std::string("is not a valid gzip stream: ") + gzerror(file_, &code));
     return total;
   }
 
@@ -73,8 +75,10 @@ IdxArray read_idx(const std::filesystem::path& path) {
     fail(path, std::string("bad magic ") + magic_text + ": not an IDX file (expected 0x0000 <type> <dimensions>)");
   }
   if (magic[2] != 0x08) {
-    fail(path, std::string("magic ") + magic_text + ": IDX data of another type than unsigned bytes (0x08) is not "
-                                                    "supported",
+    fail(path,
+         std::string("magic ") + magic_text +
+             ": IDX data of another type than unsigned bytes (0x08) is not "
+             "supported",
          Status::unsupported);
   }
   IdxArray array;
@@ -94,7 +98,8 @@ IdxArray read_idx(const std::filesystem::path& path) {
                    std::to_string(got));
   }
   unsigned char extra = 0;
-  if (file.read(&extra, 1) != 0) fail(path, "has bytes after the " + std::to_string(count) + " values its header announces");
+  if (file.read(&extra, 1) != 0)
+    fail(path, "has bytes after the " + std::to_string(count) + " values its header announces");
   return array;
 }
 

@@ -36,7 +36,8 @@ std::vector<std::byte> encode_npy(const NpyArray& array) {
   for (size_t i = 0; i < array.data.size(); ++i) {
     uint32_t bits = 0;
     std::memcpy(&bits, &array.data[i], 4);
-    for (int b = 0; b < 4; ++b) npy.bytes()[start + i * 4 + static_cast<size_t>(b)] = static_cast<std::byte>(bits >> (8 * b));
+    for (int b = 0; b < 4; ++b)
+      npy.bytes()[start + i * 4 + static_cast<size_t>(b)] = static_cast<std::byte>(bits >> (8 * b));
   }
   return std::move(npy.bytes());
 }
@@ -64,9 +65,9 @@ void write_npz(const std::filesystem::path& path, std::span<const NpyArray> arra
       if (extent < 0 || __builtin_mul_overflow(count, extent, &count)) count = -1;
     }
     if (count != static_cast<int64_t>(array.data.size())) {
-      throw Error(Status::invalid_argument, "arrays",
-                  array.name + ": shape holds " + std::to_string(count) + " values, data " +
-                      std::to_string(array.data.size()));
+      throw Error(
+          Status::invalid_argument, "arrays",
+          array.name + ": shape holds " + std::to_string(count) + " values, data " + std::to_string(array.data.size()));
     }
     if (array.name.empty() || !names.insert(array.name).second) {
       throw Error(Status::invalid_argument, "arrays", "name '" + array.name + "' is empty or repeated");
@@ -100,7 +101,7 @@ void write_npz(const std::filesystem::path& path, std::span<const NpyArray> arra
   }
   const uint32_t directory_offset = require_zip32(zip.size());
   for (const Entry& entry : entries) {
-    zip.u32(0x02014b50);  // central directory header
+    zip.u32(0x02014b50);   // central directory header
     zip.u16(zip_version);  // made by
     zip.u16(zip_version);  // needed
     zip.u16(0);

@@ -38,7 +38,7 @@ void depthwise_forward_cloned(const ImageGeometry& g, const float* image, const 
 
 CONVGEMM_VECTOR_CLONES
 void depthwise_backward_data_cloned(const ImageGeometry& g, const float* output_grad, const float* filter,
-                             float* image_grad) {
+                                    float* image_grad) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
     const float weight = filter[tap];
@@ -54,7 +54,7 @@ void depthwise_backward_data_cloned(const ImageGeometry& g, const float* output_
 
 CONVGEMM_VECTOR_CLONES
 void depthwise_backward_weights_cloned(const ImageGeometry& g, const float* image, const float* output_grad,
-                                float* filter_grad) {
+                                       float* filter_grad) {
   const int64_t stride = g.stride_width;
   for_each_valid_row(g, [&](int64_t tap, int64_t out_row, int64_t in_row, int64_t first, int64_t last) {
     const float* dy = output_grad + out_row;
@@ -79,8 +79,7 @@ void depthwise_forward(const ImageGeometry& g, const float* image, const float* 
   depthwise_forward_cloned(g, image, filter, output);
 }
 
-void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, const float* filter,
-                             float* image_grad) {
+void depthwise_backward_data(const ImageGeometry& g, const float* output_grad, const float* filter, float* image_grad) {
   depthwise_backward_data_cloned(g, output_grad, filter, image_grad);
 }
 

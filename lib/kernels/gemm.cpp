@@ -9,8 +9,8 @@
 
 namespace convgemm::kernels {
 
-void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   assert(m <= max_blas_dimension && n <= max_blas_dimension && k <= max_blas_dimension);
   assert(lda <= max_blas_dimension && ldb <= max_blas_dimension && ldc <= max_blas_dimension);
   cblas_sgemm(CblasRowMajor, transpose_a == Transpose::yes ? CblasTrans : CblasNoTrans,

@@ -10,8 +10,8 @@ namespace convgemm::kernels {
 enum class Transpose : bool { no = false, yes = true };
 
 // C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C, all row-major.
-void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void sgemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 // Largest dimension or leading dimension OpenBLAS's LP64 interface takes.
 inline constexpr int64_t max_blas_dimension = INT32_MAX;

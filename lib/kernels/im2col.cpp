@@ -53,7 +53,7 @@ void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel
 
 CONVGEMM_VECTOR_CLONES
 void im2col_cloned(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
-            int64_t col_stride) {
+                   int64_t col_stride) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
                    [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,
@@ -81,7 +81,7 @@ void im2col_cloned(const ImageGeometry& g, const float* image, int64_t pixel_beg
 
 CONVGEMM_VECTOR_CLONES
 void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
-                       int64_t pixel_end, float* image) {
+                              int64_t pixel_end, float* image) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
                    [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,

@@ -17,8 +17,8 @@ namespace convgemm::nn {
 ConstTensorView Dataset::batch_view(int64_t first, int64_t count) const {
   if (first < 0 || count < 1 || first > size() - count) {
     throw Error(Status::invalid_argument, "count",
-                "images [" + std::to_string(first) + ", " + std::to_string(first + count) + ") are not in the data set of " +
-                    std::to_string(size()));
+                "images [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                    ") are not in the data set of " + std::to_string(size()));
   }
   return {images.data() + first * element_count(sample_shape), batch_shape(count, sample_shape)};
 }
@@ -49,8 +49,7 @@ std::vector<int64_t> shuffled_indices(int64_t count, std::mt19937_64& rng) {
   return indices;
 }
 
-void gather_batch(const Dataset& data, std::span<const int64_t> indices, TensorView images,
-                  std::span<int64_t> labels) {
+void gather_batch(const Dataset& data, std::span<const int64_t> indices, TensorView images, std::span<int64_t> labels) {
   const auto count = static_cast<int64_t>(indices.size());
   if (count < 1) throw Error(Status::invalid_argument, "indices", "is empty");
   check_tensor(images, batch_shape(count, data.sample_shape), "images");

@@ -27,8 +27,8 @@ std::string to_string(const SampleShape& sample) {
 
 Parameter make_parameter(std::string name, std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out) {
   int64_t size = 1;
-  for (const int64_t extent : shape) size = checked_product({size, extent, int64_t{sizeof(float)}}, name + " size") /
-                                            int64_t{sizeof(float)};
+  for (const int64_t extent : shape)
+    size = checked_product({size, extent, int64_t{sizeof(float)}}, name + " size") / int64_t{sizeof(float)};
   return {.name = std::move(name),
           .shape = std::move(shape),
           .value = std::vector<float>(static_cast<size_t>(size), 0.0f),
@@ -45,9 +45,9 @@ int64_t Layer::parameter_count() const {
 
 void Layer::set_random_state(std::span<const uint64_t> state) {
   if (!state.empty()) {
-    throw Error(Status::invalid_argument, "random_state",
-                type() + " draws nothing at random, but was given a state of " + std::to_string(state.size()) +
-                    " values");
+    throw Error(
+        Status::invalid_argument, "random_state",
+        type() + " draws nothing at random, but was given a state of " + std::to_string(state.size()) + " values");
   }
 }
 
@@ -89,8 +89,7 @@ std::span<float> flat(TensorView view) { return {view.data, static_cast<size_t>(
 
 // Summary fragments that only appear when they differ from the default.
 std::string size_text(int64_t height, int64_t width) { return std::to_string(height) + "x" + std::to_string(width); }
-std::string window_text(const Stride2d& stride, const Padding2d& padding, const Dilation2d& dilation,
-                        int64_t groups) {
+std::string window_text(const Stride2d& stride, const Padding2d& padding, const Dilation2d& dilation, int64_t groups) {
   std::string text;
   if (stride.height != 1 || stride.width != 1) text += ", stride " + size_text(stride.height, stride.width);
   if (padding.top != 0 || padding.bottom != 0 || padding.left != 0 || padding.right != 0) {
@@ -108,9 +107,18 @@ SampleShape sample_of(const Shape4& shape) { return {shape[1], shape[2], shape[3
 // Convolutions
 
 Conv2dParams conv_params(const Conv2d& c, const SampleShape& input) {
-  return {.batch = 1, .in_channels = input[0], .in_height = input[1], .in_width = input[2],
-          .out_channels = c.out_channels, .kernel_height = c.kernel.height, .kernel_width = c.kernel.width,
-          .stride = c.stride, .padding = c.padding, .dilation = c.dilation, .groups = c.groups, .has_bias = c.bias};
+  return {.batch = 1,
+          .in_channels = input[0],
+          .in_height = input[1],
+          .in_width = input[2],
+          .out_channels = c.out_channels,
+          .kernel_height = c.kernel.height,
+          .kernel_width = c.kernel.width,
+          .stride = c.stride,
+          .padding = c.padding,
+          .dilation = c.dilation,
+          .groups = c.groups,
+          .has_bias = c.bias};
 }
 
 // y = W * im2col(x) + b through a Conv2dPlan per batch size.
@@ -210,8 +218,8 @@ class TiledConv2dLayer final : public Layer {
     const Shape4& w = shapes.weights;
     const int64_t K = params.conv.out_channels, area = w[2] * w[3];
     // Exported as (t_h, t_w, K, C/G, R, S): the kernel set's position in the tile is visible in the shape.
-    parameters_.push_back(make_parameter("weight", {params.tile_height, params.tile_width, K, w[1], w[2], w[3]},
-                                         w[1] * area, K * area));
+    parameters_.push_back(
+        make_parameter("weight", {params.tile_height, params.tile_width, K, w[1], w[2], w[3]}, w[1] * area, K * area));
     if (params.conv.has_bias) {
       parameters_.push_back(make_parameter("bias", {params.tile_height, params.tile_width, K}, 0, 0));
     }
@@ -255,10 +263,15 @@ class TiledConv2dLayer final : public Layer {
 
 Pool2dParams pool_params(const Size2d& kernel, const Stride2d& stride, const Padding2d& padding,
                          const SampleShape& input) {
-  return {.batch = 1, .channels = input[0], .in_height = input[1], .in_width = input[2],
-          .kernel_height = kernel.height, .kernel_width = kernel.width,
-          .stride = {stride.height == 0 ? kernel.height : stride.height, stride.width == 0 ? kernel.width : stride.width},
-          .padding = padding};
+  return {
+      .batch = 1,
+      .channels = input[0],
+      .in_height = input[1],
+      .in_width = input[2],
+      .kernel_height = kernel.height,
+      .kernel_width = kernel.width,
+      .stride = {stride.height == 0 ? kernel.height : stride.height, stride.width == 0 ? kernel.width : stride.width},
+      .padding = padding};
 }
 
 std::string pool_text(const char* type, const Pool2dParams& p) {
@@ -309,7 +322,9 @@ class ChannelMaxPoolLayer final : public Layer {
       : Layer(sample_of(shapes.input), sample_of(shapes.output)), params_(params) {}
 
   std::string type() const override { return "ChannelMaxPool"; }
-  std::string describe() const override { return "ChannelMaxPool(groups of " + std::to_string(params_.group_size) + ")"; }
+  std::string describe() const override {
+    return "ChannelMaxPool(groups of " + std::to_string(params_.group_size) + ")";
+  }
 
   void forward(ConstTensorView input, TensorView output, bool) override { op(input.shape[0]).forward(input, output); }
   void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
@@ -470,23 +485,34 @@ std::unique_ptr<Layer> make_layer(const Conv2d& config, const SampleShape& input
 }
 
 std::unique_ptr<Layer> make_layer(const ConvTranspose2d& c, const SampleShape& input) {
-  const ConvTranspose2dParams params{
-      .batch = 1, .in_channels = input[0], .in_height = input[1], .in_width = input[2],
-      .out_channels = c.out_channels, .kernel_height = c.kernel.height, .kernel_width = c.kernel.width,
-      .stride = c.stride, .padding = c.padding, .output_padding = c.output_padding, .dilation = c.dilation,
-      .groups = c.groups, .has_bias = c.bias};
+  const ConvTranspose2dParams params{.batch = 1,
+                                     .in_channels = input[0],
+                                     .in_height = input[1],
+                                     .in_width = input[2],
+                                     .out_channels = c.out_channels,
+                                     .kernel_height = c.kernel.height,
+                                     .kernel_width = c.kernel.width,
+                                     .stride = c.stride,
+                                     .padding = c.padding,
+                                     .output_padding = c.output_padding,
+                                     .dilation = c.dilation,
+                                     .groups = c.groups,
+                                     .has_bias = c.bias};
   return std::make_unique<ConvTranspose2dLayer>(params, conv_transpose2d_shapes(params));
 }
 
 std::unique_ptr<Layer> make_layer(const TiledConv2d& c, const SampleShape& input) {
-  const Conv2dParams conv = conv_params(
-      {.out_channels = c.out_channels, .kernel = c.kernel, .stride = c.stride, .padding = c.padding,
-       .dilation = c.dilation, .groups = c.groups, .bias = c.bias},
-      input);
-  const TiledConv2dParams params = c.locally_connected
-                                       ? locally_connected2d_params(conv)
-                                       : TiledConv2dParams{.conv = conv, .tile_height = c.tile.height,
-                                                           .tile_width = c.tile.width};
+  const Conv2dParams conv = conv_params({.out_channels = c.out_channels,
+                                         .kernel = c.kernel,
+                                         .stride = c.stride,
+                                         .padding = c.padding,
+                                         .dilation = c.dilation,
+                                         .groups = c.groups,
+                                         .bias = c.bias},
+                                        input);
+  const TiledConv2dParams params =
+      c.locally_connected ? locally_connected2d_params(conv)
+                          : TiledConv2dParams{.conv = conv, .tile_height = c.tile.height, .tile_width = c.tile.width};
   return std::make_unique<TiledConv2dLayer>(params, tiled_conv2d_shapes(params));
 }
 
@@ -501,8 +527,8 @@ std::unique_ptr<Layer> make_layer(const AvgPool2d& c, const SampleShape& input) 
 }
 
 std::unique_ptr<Layer> make_layer(const ChannelMaxPool& c, const SampleShape& input) {
-  const ChannelMaxPoolParams params{.batch = 1, .channels = input[0], .height = input[1], .width = input[2],
-                                    .group_size = c.group_size};
+  const ChannelMaxPoolParams params{
+      .batch = 1, .channels = input[0], .height = input[1], .width = input[2], .group_size = c.group_size};
   return std::make_unique<ChannelMaxPoolLayer>(params, channel_max_pool_shapes(params));
 }
 
@@ -517,15 +543,18 @@ void require_valid_shape(const SampleShape& input) {
 
 std::unique_ptr<Layer> make_layer(const ReLU&, const SampleShape& input) {
   require_valid_shape(input);
-  return std::make_unique<ActivationLayer>(input, "ReLU", ActivationLayer::Forward{relu_forward}, ActivationLayer::Backward{relu_backward});
+  return std::make_unique<ActivationLayer>(input, "ReLU", ActivationLayer::Forward{relu_forward},
+                                           ActivationLayer::Backward{relu_backward});
 }
 std::unique_ptr<Layer> make_layer(const Sigmoid&, const SampleShape& input) {
   require_valid_shape(input);
-  return std::make_unique<ActivationLayer>(input, "Sigmoid", ActivationLayer::Forward{sigmoid_forward}, ActivationLayer::Backward{sigmoid_backward});
+  return std::make_unique<ActivationLayer>(input, "Sigmoid", ActivationLayer::Forward{sigmoid_forward},
+                                           ActivationLayer::Backward{sigmoid_backward});
 }
 std::unique_ptr<Layer> make_layer(const Tanh&, const SampleShape& input) {
   require_valid_shape(input);
-  return std::make_unique<ActivationLayer>(input, "Tanh", ActivationLayer::Forward{tanh_forward}, ActivationLayer::Backward{tanh_backward});
+  return std::make_unique<ActivationLayer>(input, "Tanh", ActivationLayer::Forward{tanh_forward},
+                                           ActivationLayer::Backward{tanh_backward});
 }
 
 std::unique_ptr<Layer> make_layer(const Dropout& c, const SampleShape& input) {

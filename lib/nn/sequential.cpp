@@ -75,8 +75,7 @@ std::string with_thousands(int64_t value) {
 std::string row(const std::string& index, const std::string& layer, const std::string& shape,
                 const std::string& params) {
   char line[256];
-  std::snprintf(line, sizeof line, "%-4s%-40s %-20s %12s", index.c_str(), layer.c_str(), shape.c_str(),
-                params.c_str());
+  std::snprintf(line, sizeof line, "%-4s%-40s %-20s %12s", index.c_str(), layer.c_str(), shape.c_str(), params.c_str());
   std::string text = line;
   text.erase(text.find_last_not_of(' ') + 1);
   return text + "\n";

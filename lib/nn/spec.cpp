@@ -18,7 +18,7 @@ namespace {
 struct Token {
   std::string text;
   std::string name;
-  std::string number;                    // the main number as written, "" when absent
+  std::string number;  // the main number as written, "" when absent
   std::map<char, int64_t> options;
 };
 
@@ -68,7 +68,7 @@ Token split(std::string_view text, size_t index) {
 // What one layer name takes, and how to add it.
 struct Grammar {
   enum class Number { none, integer, fraction } number;
-  std::string options;  // the option letters it accepts
+  std::string options;   // the option letters it accepts
   std::string required;  // those it needs
   std::function<void(Sequential&, const Token&, size_t)> add;
 };
@@ -96,50 +96,62 @@ Config window(const Token& token, size_t index) {
 
 template <class Config>
 Config pool(const Token& token, size_t index) {
-  const int64_t kernel = main_integer(token, index), stride = option(token, 's', kernel), padding = option(token, 'p', 0);
+  const int64_t kernel = main_integer(token, index), stride = option(token, 's', kernel),
+                padding = option(token, 'p', 0);
   return {.kernel = {kernel, kernel}, .stride = {stride, stride}, .padding = Padding2d::symmetric(padding, padding)};
 }
 
 const std::map<std::string, Grammar>& grammar() {
   using N = Grammar::Number;
   static const std::map<std::string, Grammar> layers = {
-      {"conv", {N::integer, "kspdg", "k", [](Sequential& m, const Token& t, size_t i) { m.add(window<Conv2d>(t, i)); }}},
-      {"deconv", {N::integer, "kspodg", "k", [](Sequential& m, const Token& t, size_t i) {
-         auto config = window<ConvTranspose2d>(t, i);
-         const int64_t output_padding = option(t, 'o', 0);
-         config.output_padding = {output_padding, output_padding};
-         m.add(config);
-       }}},
-      {"tconv", {N::integer, "kspdgt", "kt", [](Sequential& m, const Token& t, size_t i) {
-         auto config = window<TiledConv2d>(t, i);
-         config.tile = {option(t, 't', 1), option(t, 't', 1)};
-         m.add(config);
-       }}},
-      {"local", {N::integer, "kspdg", "k", [](Sequential& m, const Token& t, size_t i) {
-         auto config = window<TiledConv2d>(t, i);
-         config.locally_connected = true;
-         m.add(config);
-       }}},
-      {"maxpool", {N::integer, "sp", "", [](Sequential& m, const Token& t, size_t i) { m.add(pool<MaxPool2d>(t, i)); }}},
-      {"avgpool", {N::integer, "sp", "", [](Sequential& m, const Token& t, size_t i) { m.add(pool<AvgPool2d>(t, i)); }}},
-      {"maxout", {N::integer, "", "", [](Sequential& m, const Token& t, size_t i) {
-         m.add(ChannelMaxPool{.group_size = main_integer(t, i)});
-       }}},
+      {"conv",
+       {N::integer, "kspdg", "k", [](Sequential& m, const Token& t, size_t i) { m.add(window<Conv2d>(t, i)); }}},
+      {"deconv",
+       {N::integer, "kspodg", "k",
+        [](Sequential& m, const Token& t, size_t i) {
+          auto config = window<ConvTranspose2d>(t, i);
+          const int64_t output_padding = option(t, 'o', 0);
+          config.output_padding = {output_padding, output_padding};
+          m.add(config);
+        }}},
+      {"tconv",
+       {N::integer, "kspdgt", "kt",
+        [](Sequential& m, const Token& t, size_t i) {
+          auto config = window<TiledConv2d>(t, i);
+          config.tile = {option(t, 't', 1), option(t, 't', 1)};
+          m.add(config);
+        }}},
+      {"local",
+       {N::integer, "kspdg", "k",
+        [](Sequential& m, const Token& t, size_t i) {
+          auto config = window<TiledConv2d>(t, i);
+          config.locally_connected = true;
+          m.add(config);
+        }}},
+      {"maxpool",
+       {N::integer, "sp", "", [](Sequential& m, const Token& t, size_t i) { m.add(pool<MaxPool2d>(t, i)); }}},
+      {"avgpool",
+       {N::integer, "sp", "", [](Sequential& m, const Token& t, size_t i) { m.add(pool<AvgPool2d>(t, i)); }}},
+      {"maxout",
+       {N::integer, "", "",
+        [](Sequential& m, const Token& t, size_t i) { m.add(ChannelMaxPool{.group_size = main_integer(t, i)}); }}},
       {"relu", {N::none, "", "", [](Sequential& m, const Token&, size_t) { m.add(ReLU{}); }}},
       {"sigmoid", {N::none, "", "", [](Sequential& m, const Token&, size_t) { m.add(Sigmoid{}); }}},
       {"tanh", {N::none, "", "", [](Sequential& m, const Token&, size_t) { m.add(Tanh{}); }}},
       {"flatten", {N::none, "", "", [](Sequential& m, const Token&, size_t) { m.add(Flatten{}); }}},
-      {"dropout", {N::fraction, "", "", [](Sequential& m, const Token& t, size_t i) {
-         double probability = 0;
-         const auto [end, error] = std::from_chars(t.number.data(), t.number.data() + t.number.size(), probability);
-         if (error != std::errc() || end != t.number.data() + t.number.size()) {
-           reject(t, i, "probability '" + t.number + "' is not a decimal number");
-         }
-         m.add(Dropout{.probability = probability});
-       }}},
-      {"dense", {N::integer, "", "", [](Sequential& m, const Token& t, size_t i) {
-         m.add(Dense{.out_features = main_integer(t, i)});
-       }}},
+      {"dropout",
+       {N::fraction, "", "",
+        [](Sequential& m, const Token& t, size_t i) {
+          double probability = 0;
+          const auto [end, error] = std::from_chars(t.number.data(), t.number.data() + t.number.size(), probability);
+          if (error != std::errc() || end != t.number.data() + t.number.size()) {
+            reject(t, i, "probability '" + t.number + "' is not a decimal number");
+          }
+          m.add(Dropout{.probability = probability});
+        }}},
+      {"dense",
+       {N::integer, "", "",
+        [](Sequential& m, const Token& t, size_t i) { m.add(Dense{.out_features = main_integer(t, i)}); }}},
   };
   return layers;
 }
@@ -163,8 +175,8 @@ void add_token(Sequential& model, const Token& token, size_t index) {
   }
   for (const auto& [letter, value] : token.options) {
     if (g.options.find(letter) == std::string::npos) {
-      reject(token, index, token.name + " has no option '" + letter + "'" +
-                               (g.options.empty() ? "" : "; it takes " + g.options));
+      reject(token, index,
+             token.name + " has no option '" + letter + "'" + (g.options.empty() ? "" : "; it takes " + g.options));
     }
   }
   for (const char letter : g.required) {

@@ -114,7 +114,10 @@ void Trainer::fit(const Dataset& data, const EpochCallback& on_epoch, const Batc
       correct += result.correct;
       seen += size;
       if (on_batch) {
-        on_batch({.epoch = progress_.epoch + 1, .batch = b + 1, .batches = batches, .samples = seen,
+        on_batch({.epoch = progress_.epoch + 1,
+                  .batch = b + 1,
+                  .batches = batches,
+                  .samples = seen,
                   .loss = loss_sum / static_cast<double>(seen),
                   .accuracy = static_cast<double>(correct) / static_cast<double>(seen),
                   .seconds = std::chrono::duration<double>(Clock::now() - start).count()});
@@ -122,8 +125,10 @@ void Trainer::fit(const Dataset& data, const EpochCallback& on_epoch, const Batc
     }
     ++progress_.epoch;  // before the callback, so that a checkpoint written there resumes at the next epoch
     if (on_epoch) {
-      on_epoch({.epoch = progress_.epoch, .loss = loss_sum / static_cast<double>(seen),
-                .accuracy = static_cast<double>(correct) / static_cast<double>(seen), .samples = seen,
+      on_epoch({.epoch = progress_.epoch,
+                .loss = loss_sum / static_cast<double>(seen),
+                .accuracy = static_cast<double>(correct) / static_cast<double>(seen),
+                .samples = seen,
                 .seconds = std::chrono::duration<double>(Clock::now() - start).count()});
     }
   }
@@ -138,9 +143,9 @@ Evaluation evaluate(Sequential& model, const Dataset& data, int64_t batch_size, 
   for (int64_t first = 0; first < data.size(); first += batch_size) {
     const int64_t size = std::min(batch_size, data.size() - first);
     const ConstTensorView logits = model.forward(data.batch_view(first, size), false);
-    const BatchResult result =
-        evaluate_loss(loss, logits, std::span(data.labels).subspan(static_cast<size_t>(first), static_cast<size_t>(size)),
-                      {}, targets);
+    const BatchResult result = evaluate_loss(
+        loss, logits, std::span(data.labels).subspan(static_cast<size_t>(first), static_cast<size_t>(size)), {},
+        targets);
     loss_sum += result.loss * static_cast<double>(size);
     correct += result.correct;
   }

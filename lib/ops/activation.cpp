@@ -105,8 +105,7 @@ void relu_forward(std::span<const double> input, std::span<double> output) { for
 void relu_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
   backward(output, output_grad, input_grad, relu_derivative<float>);
 }
-void relu_backward(std::span<const double> output, std::span<const double> output_grad,
-                   std::span<double> input_grad) {
+void relu_backward(std::span<const double> output, std::span<const double> output_grad, std::span<double> input_grad) {
   backward(output, output_grad, input_grad, relu_derivative<double>);
 }
 
@@ -116,8 +115,7 @@ void sigmoid_forward(std::span<const float> input, std::span<float> output) {
 void sigmoid_forward(std::span<const double> input, std::span<double> output) {
   forward(input, output, kernels::sigmoid<double>);
 }
-void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad,
-                      std::span<float> input_grad) {
+void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
   backward(output, output_grad, input_grad, sigmoid_derivative<float>);
 }
 void sigmoid_backward(std::span<const double> output, std::span<const double> output_grad,
@@ -134,8 +132,7 @@ void tanh_forward(std::span<const double> input, std::span<double> output) {
 void tanh_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
   backward(output, output_grad, input_grad, tanh_derivative<float>);
 }
-void tanh_backward(std::span<const double> output, std::span<const double> output_grad,
-                   std::span<double> input_grad) {
+void tanh_backward(std::span<const double> output, std::span<const double> output_grad, std::span<double> input_grad) {
   backward(output, output_grad, input_grad, tanh_derivative<double>);
 }
 

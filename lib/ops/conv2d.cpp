@@ -245,12 +245,11 @@ struct Conv2dPlan::Impl {
     input_pixels = p.in_height * p.in_width;
     output_pixels = shapes.output[2] * shapes.output[3];
     col_rows = group_in_channels * p.kernel_height * p.kernel_width;
-    const bool pointwise = p.kernel_height == 1 && p.kernel_width == 1 && p.stride.height == 1 &&
-                           p.stride.width == 1 && p.padding.top == 0 && p.padding.bottom == 0 &&
-                           p.padding.left == 0 && p.padding.right == 0;
+    const bool pointwise = p.kernel_height == 1 && p.kernel_width == 1 && p.stride.height == 1 && p.stride.width == 1 &&
+                           p.padding.top == 0 && p.padding.bottom == 0 && p.padding.left == 0 && p.padding.right == 0;
     path = group_in_channels == 1 && p.groups > 1 ? Path::depthwise_direct
-           : pointwise                             ? Path::pointwise_gemm
-                                                   : Path::im2col_gemm;
+           : pointwise                            ? Path::pointwise_gemm
+                                                  : Path::im2col_gemm;
     geometry = {
         .channels = group_in_channels,
         .height = p.in_height,
@@ -271,8 +270,8 @@ struct Conv2dPlan::Impl {
     kernels::require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
     kernels::require_blas_dimension(output_pixels, "output_height * output_width");
 
-    weight_blocks = std::clamp<int64_t>(col_rows / min_weight_block_columns, 1,
-                                        std::min(max_weight_blocks, group_in_channels));
+    weight_blocks =
+        std::clamp<int64_t>(col_rows / min_weight_block_columns, 1, std::min(max_weight_blocks, group_in_channels));
     // The column tile (and the gathered dY of a multi-sample tile) fit in the L2 budget.
     const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
     const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
@@ -296,8 +295,8 @@ struct Conv2dPlan::Impl {
 
   void use_weight_tiling(const Tiling& chosen) {
     weight_tiling = chosen;
-    weight_chunk_tiles = std::max<int64_t>(1, std::min(ceil_div(min_weight_chunk_pixels, chosen.width()),
-                                                       ceil_div(chosen.count(), min_weight_chunks)));
+    weight_chunk_tiles = std::max<int64_t>(
+        1, std::min(ceil_div(min_weight_chunk_pixels, chosen.width()), ceil_div(chosen.count(), min_weight_chunks)));
     weight_chunks = ceil_div(chosen.count(), weight_chunk_tiles);
   }
 
@@ -315,8 +314,8 @@ struct Conv2dPlan::Impl {
   void fit_workspace(size_t limit) {
     weight_wave_chunks = 1;
     weight_slots = 1;
-    for (int64_t target = weight_tiling.width(); workspace_bytes(Conv2dDirection::backward_weights) > limit &&
-                                                 target > 1;) {
+    for (int64_t target = weight_tiling.width();
+         workspace_bytes(Conv2dDirection::backward_weights) > limit && target > 1;) {
       target = ceil_div(target, 2);
       use_weight_tiling(Tiling(params.batch, output_pixels, target, std::min(target, min_tile_pixels)));
     }
@@ -350,8 +349,7 @@ struct Conv2dPlan::Impl {
   // Backward-weights, per wave: (chunk, channel block). Depthwise: (sample, channel), or filters for dW.
   int64_t work_items(Conv2dDirection direction) const {
     if (path == Path::depthwise_direct) {
-      return direction == Conv2dDirection::backward_weights ? params.out_channels
-                                                            : params.batch * params.in_channels;
+      return direction == Conv2dDirection::backward_weights ? params.out_channels : params.batch * params.in_channels;
     }
     switch (direction) {
       case Conv2dDirection::forward: return tiling.count();
@@ -548,12 +546,12 @@ struct Conv2dPlan::Impl {
         const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
         if (writes_directly) {
           float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
-          sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block,
-                col_rows, dy.data, dy.stride, 0.0f, dx + current.pixel_begin, input_pixels);
+          sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block, col_rows,
+                dy.data, dy.stride, 0.0f, dx + current.pixel_begin, input_pixels);
           continue;
         }
-        sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block,
-              col_rows, dy.data, dy.stride, 0.0f, buffers.col, current.width());
+        sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block, col_rows,
+              dy.data, dy.stride, 0.0f, buffers.col, current.width());
         for (int64_t n = current.n_begin; n < current.n_end; ++n) {
           float* dx = input_channels(input_grad, n, g, c_begin);
           kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),
@@ -616,16 +614,15 @@ std::string Conv2dPlan::describe() const {
                                                          : "im2col + GEMM";
   return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
-         " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " +
-         std::to_string(plan.weight_chunks) + " chunks x " +
-         std::to_string(plan.weight_blocks) + " channel blocks";
+         " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " + std::to_string(plan.weight_chunks) +
+         " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // The four calls: check every argument, lease the workspace, then run.
 
-void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias,
-                         TensorView output, std::span<std::byte> workspace) const {
+void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
+                         std::span<std::byte> workspace) const {
   const Impl& plan = *impl_;
   check_tensor(input, plan.shapes.input, "input");
   check_tensor(weights, plan.shapes.weights, "weights");
@@ -746,30 +743,33 @@ void Conv2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_
     const int64_t chunks = plan.weight_chunks;
     for (int64_t wave_begin = 0; wave_begin < chunks; wave_begin += plan.weight_wave_chunks) {
       const int64_t wave_chunks = std::min(plan.weight_wave_chunks, chunks - wave_begin);
-      plan.parallel_ranges(wave_chunks * plan.weight_blocks, [&](int64_t slot, int64_t begin, int64_t end) {
-        const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t wave_chunk = item / plan.weight_blocks;
-          const auto [c_begin, c_end] = plan.channel_block(item % plan.weight_blocks, plan.weight_blocks);
-          plan.weights_item(input.data, output_grad.data, wave_begin + wave_chunk, c_begin, c_end,
-                            plan.partial(lease.bytes(), wave_chunk), buffers);
-        }
-      }, plan.weight_slots);
+      plan.parallel_ranges(
+          wave_chunks * plan.weight_blocks,
+          [&](int64_t slot, int64_t begin, int64_t end) {
+            const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
+            for (int64_t item = begin; item < end; ++item) {
+              const int64_t wave_chunk = item / plan.weight_blocks;
+              const auto [c_begin, c_end] = plan.channel_block(item % plan.weight_blocks, plan.weight_blocks);
+              plan.weights_item(input.data, output_grad.data, wave_begin + wave_chunk, c_begin, c_end,
+                                plan.partial(lease.bytes(), wave_chunk), buffers);
+            }
+          },
+          plan.weight_slots);
       // The first partial of an overwriting call replaces dW instead of being added to it.
       const bool replace = wave_begin == 0 && mode == GradientMode::overwrite;
-      oneapi::tbb::parallel_for(
-          oneapi::tbb::blocked_range<int64_t>(0, weights_size, 4096), [&](const oneapi::tbb::blocked_range<int64_t>& r) {
-            int64_t first_chunk = 0;
-            if (replace) {
-              const float* p = plan.partial(lease.bytes(), 0);
-              std::copy(p + r.begin(), p + r.end(), dw + r.begin());
-              first_chunk = 1;
-            }
-            for (int64_t chunk = first_chunk; chunk < wave_chunks; ++chunk) {
-              const float* p = plan.partial(lease.bytes(), chunk);
-              for (int64_t i = r.begin(); i < r.end(); ++i) dw[i] += p[i];
-            }
-          });
+      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int64_t>(0, weights_size, 4096),
+                                [&](const oneapi::tbb::blocked_range<int64_t>& r) {
+                                  int64_t first_chunk = 0;
+                                  if (replace) {
+                                    const float* p = plan.partial(lease.bytes(), 0);
+                                    std::copy(p + r.begin(), p + r.end(), dw + r.begin());
+                                    first_chunk = 1;
+                                  }
+                                  for (int64_t chunk = first_chunk; chunk < wave_chunks; ++chunk) {
+                                    const float* p = plan.partial(lease.bytes(), chunk);
+                                    for (int64_t i = r.begin(); i < r.end(); ++i) dw[i] += p[i];
+                                  }
+                                });
     }
   });
 }

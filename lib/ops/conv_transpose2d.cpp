@@ -36,8 +36,8 @@ void require_output_padding_below_stride(int64_t output_padding, int64_t stride,
 }
 
 // One axis of the output size, overflow-checked, and positive or an Error naming the padding.
-int64_t validated_transposed_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before,
-                                  int64_t pad_after, int64_t dilation, int64_t output_padding, const char* axis) {
+int64_t validated_transposed_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                                  int64_t dilation, int64_t output_padding, const char* axis) {
   const std::string what = std::string("output ") + axis;
   int64_t full = 0, padding = 0;
   if (__builtin_add_overflow(checked_product({input - 1, stride}, what), checked_product({dilation, kernel - 1}, what),
@@ -115,8 +115,8 @@ Conv2dPlan make_matching_plan(const ConvTranspose2dParams& params, const Executi
     const auto it = renamed.find(error.parameter());
     if (it == renamed.end()) throw;
     // what() is "convgemm: <parameter>: <message>" (error.hpp); keep the message, rename the parameter.
-    const std::string message = std::string(error.what()).substr(std::string("convgemm: : ").size() +
-                                                                 error.parameter().size());
+    const std::string message =
+        std::string(error.what()).substr(std::string("convgemm: : ").size() + error.parameter().size());
     throw Error(error.status(), it->second, message);
   }
 }
@@ -187,9 +187,8 @@ void ConvTranspose2dPlan::backward_data(ConstTensorView output_grad, ConstTensor
 }
 
 // dW (+)= sum_n x_n * im2col(dy_n)^T: in the matching convolution dy is the input and x the output gradient.
-void ConvTranspose2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_grad,
-                                           TensorView weights_grad, GradientMode mode,
-                                           std::span<std::byte> workspace) const {
+void ConvTranspose2dPlan::backward_weights(ConstTensorView input, ConstTensorView output_grad, TensorView weights_grad,
+                                           GradientMode mode, std::span<std::byte> workspace) const {
   check_tensor(input, shapes_.input, "input");
   check_tensor(output_grad, shapes_.output, "output_grad");
   check_tensor(weights_grad, shapes_.weights, "weights_grad");

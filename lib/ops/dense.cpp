@@ -48,10 +48,14 @@ void gemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, in
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   kernels::sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-void gemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, double alpha,
-          const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  const auto a_at = [&](int64_t i, int64_t l) { return transpose_a == Transpose::yes ? a[l * lda + i] : a[i * lda + l]; };
-  const auto b_at = [&](int64_t l, int64_t j) { return transpose_b == Transpose::yes ? b[j * ldb + l] : b[l * ldb + j]; };
+void gemm(Transpose transpose_a, Transpose transpose_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  const auto a_at = [&](int64_t i, int64_t l) {
+    return transpose_a == Transpose::yes ? a[l * lda + i] : a[i * lda + l];
+  };
+  const auto b_at = [&](int64_t l, int64_t j) {
+    return transpose_b == Transpose::yes ? b[j * ldb + l] : b[l * ldb + j];
+  };
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double sum = 0;
@@ -73,7 +77,7 @@ void parallel_over_row_blocks(int64_t rows, const Body& body) {
 // y = x · W^T + b
 template <class T>
 void dense_forward(const Dense& dense, BasicTensorView<const T> x, BasicTensorView<const T> weights,
-             std::span<const T> bias, BasicTensorView<T> y) {
+                   std::span<const T> bias, BasicTensorView<T> y) {
   const DenseShapes& s = dense.shapes();
   check_tensor(x, s.input, "input");
   check_tensor(weights, s.weights, "weights");
@@ -92,7 +96,7 @@ void dense_forward(const Dense& dense, BasicTensorView<const T> x, BasicTensorVi
 // dx = dy · W
 template <class T>
 void dense_backward_data(const Dense& dense, BasicTensorView<const T> dy, BasicTensorView<const T> weights,
-                   BasicTensorView<T> dx) {
+                         BasicTensorView<T> dx) {
   const DenseShapes& s = dense.shapes();
   check_tensor(dy, s.output, "output_grad");
   check_tensor(weights, s.weights, "weights");
@@ -107,7 +111,7 @@ void dense_backward_data(const Dense& dense, BasicTensorView<const T> dy, BasicT
 // dW (+)= dy^T · x, in blocks of rows of dW (output features); each block sums over the whole batch in one GEMM.
 template <class T>
 void dense_backward_weights(const Dense& dense, BasicTensorView<const T> x, BasicTensorView<const T> dy,
-                      BasicTensorView<T> dweights, GradientMode mode) {
+                            BasicTensorView<T> dweights, GradientMode mode) {
   const DenseShapes& s = dense.shapes();
   check_tensor(x, s.input, "input");
   check_tensor(dy, s.output, "output_grad");
@@ -147,8 +151,7 @@ void Dense::forward(ConstTensorViewF64 input, ConstTensorViewF64 weights, std::s
 void Dense::backward_data(ConstTensorView output_grad, ConstTensorView weights, TensorView input_grad) const {
   dense_backward_data<float>(*this, output_grad, weights, input_grad);
 }
-void Dense::backward_data(ConstTensorViewF64 output_grad, ConstTensorViewF64 weights,
-                          TensorViewF64 input_grad) const {
+void Dense::backward_data(ConstTensorViewF64 output_grad, ConstTensorViewF64 weights, TensorViewF64 input_grad) const {
   dense_backward_data<double>(*this, output_grad, weights, input_grad);
 }
 void Dense::backward_weights(ConstTensorView input, ConstTensorView output_grad, TensorView weights_grad,

@@ -16,9 +16,23 @@ struct DirectGeometry {
   int64_t sh, sw, dh, dw, pt, pl;
 
   DirectGeometry(const Conv2dParams& p, const Conv2dShapes& shapes)
-      : N(p.batch), C(p.in_channels), H(p.in_height), W(p.in_width), K(p.out_channels), R(p.kernel_height),
-        S(p.kernel_width), P(shapes.output[2]), Q(shapes.output[3]), G(p.groups), Cg(C / G), Kg(K / G),
-        sh(p.stride.height), sw(p.stride.width), dh(p.dilation.height), dw(p.dilation.width), pt(p.padding.top),
+      : N(p.batch),
+        C(p.in_channels),
+        H(p.in_height),
+        W(p.in_width),
+        K(p.out_channels),
+        R(p.kernel_height),
+        S(p.kernel_width),
+        P(shapes.output[2]),
+        Q(shapes.output[3]),
+        G(p.groups),
+        Cg(C / G),
+        Kg(K / G),
+        sh(p.stride.height),
+        sw(p.stride.width),
+        dh(p.dilation.height),
+        dw(p.dilation.width),
+        pt(p.padding.top),
         pl(p.padding.left) {}
 
   int64_t x_index(int64_t n, int64_t c, int64_t h, int64_t w) const { return ((n * C + c) * H + h) * W + w; }
@@ -164,8 +178,8 @@ void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorView out
                                  TensorView input_grad) {
   backward_data<float>(params, output_grad, weights, input_grad);
 }
-void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorViewF64 output_grad,
-                                 ConstTensorViewF64 weights, TensorViewF64 input_grad) {
+void direct_conv2d_backward_data(const Conv2dParams& params, ConstTensorViewF64 output_grad, ConstTensorViewF64 weights,
+                                 TensorViewF64 input_grad) {
   backward_data<double>(params, output_grad, weights, input_grad);
 }
 void direct_conv2d_backward_weights(const Conv2dParams& params, ConstTensorView input, ConstTensorView output_grad,

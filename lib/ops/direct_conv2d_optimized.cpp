@@ -55,8 +55,8 @@ typedef float Vector __attribute__((vector_size(pixel_block * sizeof(float))));
 // y[k0 .. k0+4, p, q0 .. q0+16] = sum over (c, r, s) of w * x_padded, accumulated in registers and stored to
 // `out` (4 x 16) at the end. `filters` holds 4 filters (zero past the group's last one), taps_per_filter apart.
 CONVGEMM_VECTOR_CLONES
-void forward_block(const float* __restrict x, int64_t channels, int64_t padded_height, int64_t padded_width,
-                   int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t p, int64_t q0,
+void forward_block(const float* __restrict x, int64_t channels, int64_t padded_height, int64_t padded_width, int64_t R,
+                   int64_t S, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t p, int64_t q0,
                    const float* __restrict filters, int64_t taps_per_filter, float* __restrict out) {
   Vector acc[filter_block] = {};
   for (int64_t c = 0; c < channels; ++c) {
@@ -83,8 +83,8 @@ void forward(const Conv2dParams& p, const Conv2dShapes& shapes, const float* inp
   oneapi::tbb::parallel_for(int64_t{0}, p.batch * G, [&](int64_t item) {
     const int64_t n = item / G, g = item % G;
     PaddedImage x(p, Cg, p.in_height, p.in_width, slack);
-    x.load(input + (n * p.in_channels + g * Cg) * p.in_height * p.in_width, p.in_height, p.in_width,
-           p.padding.top, p.padding.left);
+    x.load(input + (n * p.in_channels + g * Cg) * p.in_height * p.in_width, p.in_height, p.in_width, p.padding.top,
+           p.padding.left);
     oneapi::tbb::parallel_for(int64_t{0}, k_blocks, [&](int64_t kb) {
       const int64_t k0 = kb * filter_block, filters_here = std::min<int64_t>(filter_block, Kg - k0);
       std::vector<float> filters(static_cast<size_t>(filter_block * taps), 0.0f);
@@ -93,8 +93,8 @@ void forward(const Conv2dParams& p, const Conv2dShapes& shapes, const float* inp
       for (int64_t row = 0; row < P; ++row) {
         for (int64_t q0 = 0; q0 < Q; q0 += pixel_block) {
           forward_block(x.data.data(), Cg, x.padded_height, x.padded_width, p.kernel_height, p.kernel_width,
-                        p.stride.height, p.stride.width, p.dilation.height, p.dilation.width, row, q0,
-                        filters.data(), taps, &acc[0][0]);
+                        p.stride.height, p.stride.width, p.dilation.height, p.dilation.width, row, q0, filters.data(),
+                        taps, &acc[0][0]);
           const int64_t width = std::min<int64_t>(pixel_block, Q - q0);
           for (int64_t k = 0; k < filters_here; ++k) {
             const int64_t channel = g * Kg + k0 + k;
@@ -182,9 +182,15 @@ void direct_conv2d_backward_data_optimized(const Conv2dParams& params, ConstTens
           for (int64_t s = 0; s < S; ++s)
             flipped[static_cast<size_t>((((g * Cg + c) * Kg + k) * R + (R - 1 - r)) * S + (S - 1 - s))] =
                 weights.data[(((g * Kg + k) * Cg + c) * R + r) * S + s];
-  const Conv2dParams transposed{.batch = N, .in_channels = K, .in_height = padded_h, .in_width = padded_w,
-                                .out_channels = params.in_channels, .kernel_height = R, .kernel_width = S,
-                                .dilation = params.dilation, .groups = G};
+  const Conv2dParams transposed{.batch = N,
+                                .in_channels = K,
+                                .in_height = padded_h,
+                                .in_width = padded_w,
+                                .out_channels = params.in_channels,
+                                .kernel_height = R,
+                                .kernel_width = S,
+                                .dilation = params.dilation,
+                                .groups = G};
   forward(transposed, conv2d_shapes(transposed), spread.data(), flipped.data(), nullptr, input_grad.data);
 }
 
@@ -214,7 +220,8 @@ void direct_conv2d_backward_weights_optimized(const Conv2dParams& params, ConstT
              p.padding.top, p.padding.left);
       // A block past the group's last filter repeats a real one: the loop keeps its fixed count of 4.
       for (int64_t k = 0; k < filter_block; ++k) {
-        const float* from = output_grad.data + (n * p.out_channels + g * Kg + k0 + std::min(k, filters_here - 1)) * P * Q;
+        const float* from =
+            output_grad.data + (n * p.out_channels + g * Kg + k0 + std::min(k, filters_here - 1)) * P * Q;
         for (int64_t row = 0; row < P; ++row) {
           std::copy(from + row * Q, from + (row + 1) * Q, dy.data() + (k * P + row) * padded_q);
         }

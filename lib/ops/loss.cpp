@@ -126,15 +126,13 @@ double fused_sigmoid_binary_cross_entropy(BasicTensorView<const T> logits, Basic
 double softmax_cross_entropy(ConstTensorView logits, std::span<const int64_t> labels, TensorView logits_grad) {
   return fused_softmax_cross_entropy<float>(logits, labels, logits_grad);
 }
-double softmax_cross_entropy(ConstTensorViewF64 logits, std::span<const int64_t> labels,
-                             TensorViewF64 logits_grad) {
+double softmax_cross_entropy(ConstTensorViewF64 logits, std::span<const int64_t> labels, TensorViewF64 logits_grad) {
   return fused_softmax_cross_entropy<double>(logits, labels, logits_grad);
 }
 double sigmoid_binary_cross_entropy(ConstTensorView logits, ConstTensorView targets, TensorView logits_grad) {
   return fused_sigmoid_binary_cross_entropy<float>(logits, targets, logits_grad);
 }
-double sigmoid_binary_cross_entropy(ConstTensorViewF64 logits, ConstTensorViewF64 targets,
-                                    TensorViewF64 logits_grad) {
+double sigmoid_binary_cross_entropy(ConstTensorViewF64 logits, ConstTensorViewF64 targets, TensorViewF64 logits_grad) {
   return fused_sigmoid_binary_cross_entropy<double>(logits, targets, logits_grad);
 }
 

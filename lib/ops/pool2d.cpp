@@ -100,8 +100,16 @@ struct WindowGeometry {
   int64_t planes, H, W, P, Q, R, S, sh, sw, pt, pl;
 
   WindowGeometry(const Pool2dParams& p, const PoolShapes& shapes)
-      : planes(p.batch * p.channels), H(p.in_height), W(p.in_width), P(shapes.output[2]), Q(shapes.output[3]),
-        R(p.kernel_height), S(p.kernel_width), sh(p.stride.height), sw(p.stride.width), pt(p.padding.top),
+      : planes(p.batch * p.channels),
+        H(p.in_height),
+        W(p.in_width),
+        P(shapes.output[2]),
+        Q(shapes.output[3]),
+        R(p.kernel_height),
+        S(p.kernel_width),
+        sh(p.stride.height),
+        sw(p.stride.width),
+        pt(p.padding.top),
         pl(p.padding.left) {}
 
   // Input rows [begin, end) of window row p; never empty, since padding is smaller than the kernel.

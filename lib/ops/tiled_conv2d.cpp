@@ -48,13 +48,26 @@ struct Geometry {
   int64_t N, C, H, W, K, R, S, P, Q, G, Cg, Kg, sh, sw, dh, dw, pt, pl, th, tw;
 
   explicit Geometry(const TiledConv2d& op)
-      : N(op.params().conv.batch), C(op.params().conv.in_channels), H(op.params().conv.in_height),
-        W(op.params().conv.in_width), K(op.params().conv.out_channels), R(op.params().conv.kernel_height),
-        S(op.params().conv.kernel_width), P(op.shapes().output[2]), Q(op.shapes().output[3]),
-        G(op.params().conv.groups), Cg(C / G), Kg(K / G), sh(op.params().conv.stride.height),
-        sw(op.params().conv.stride.width), dh(op.params().conv.dilation.height),
-        dw(op.params().conv.dilation.width), pt(op.params().conv.padding.top), pl(op.params().conv.padding.left),
-        th(op.params().tile_height), tw(op.params().tile_width) {}
+      : N(op.params().conv.batch),
+        C(op.params().conv.in_channels),
+        H(op.params().conv.in_height),
+        W(op.params().conv.in_width),
+        K(op.params().conv.out_channels),
+        R(op.params().conv.kernel_height),
+        S(op.params().conv.kernel_width),
+        P(op.shapes().output[2]),
+        Q(op.shapes().output[3]),
+        G(op.params().conv.groups),
+        Cg(C / G),
+        Kg(K / G),
+        sh(op.params().conv.stride.height),
+        sw(op.params().conv.stride.width),
+        dh(op.params().conv.dilation.height),
+        dw(op.params().conv.dilation.width),
+        pt(op.params().conv.padding.top),
+        pl(op.params().conv.padding.left),
+        th(op.params().tile_height),
+        tw(op.params().tile_width) {}
 
   int64_t kernel_set(int64_t p, int64_t q) const { return p % th * tw + q % tw; }
   // Offset of filter k of kernel set j in the weights: a Cg x R x S block.
@@ -98,7 +111,8 @@ void tiled_forward(const TiledConv2d& op, BasicTensorView<const T> x, BasicTenso
         const int64_t j = g.kernel_set(p, q);
         const T* filter = weights.data + g.filter_offset(j, k);
         double sum = bias.empty() ? 0.0 : static_cast<double>(bias[static_cast<size_t>(j * g.K + k)]);
-        g.for_each_tap(p, q, [&](int64_t tap, int64_t pixel) { sum += static_cast<double>(filter[tap]) * image[pixel]; });
+        g.for_each_tap(p, q,
+                       [&](int64_t tap, int64_t pixel) { sum += static_cast<double>(filter[tap]) * image[pixel]; });
         output[p * g.Q + q] = static_cast<T>(sum);
       }
   });
@@ -200,15 +214,14 @@ void TiledConv2d::backward_weights(ConstTensorView input, ConstTensorView output
                                    GradientMode mode) const {
   tiled_backward_weights<float>(*this, input, output_grad, weights_grad, mode);
 }
-void TiledConv2d::backward_weights(ConstTensorViewF64 input, ConstTensorViewF64 output_grad,
-                                   TensorViewF64 weights_grad, GradientMode mode) const {
+void TiledConv2d::backward_weights(ConstTensorViewF64 input, ConstTensorViewF64 output_grad, TensorViewF64 weights_grad,
+                                   GradientMode mode) const {
   tiled_backward_weights<double>(*this, input, output_grad, weights_grad, mode);
 }
 void TiledConv2d::backward_bias(ConstTensorView output_grad, std::span<float> bias_grad, GradientMode mode) const {
   tiled_backward_bias<float>(*this, output_grad, bias_grad, mode);
 }
-void TiledConv2d::backward_bias(ConstTensorViewF64 output_grad, std::span<double> bias_grad,
-                                GradientMode mode) const {
+void TiledConv2d::backward_bias(ConstTensorViewF64 output_grad, std::span<double> bias_grad, GradientMode mode) const {
   tiled_backward_bias<double>(*this, output_grad, bias_grad, mode);
 }
 

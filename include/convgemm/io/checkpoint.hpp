@@ -20,14 +20,14 @@ namespace convgemm::io {
 
 // Writes the checkpoint atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
 // Throws convgemm::Error naming the file when it cannot be written; the old file, if any, is then left as it was.
-CONVGEMM_CXX_API void save_checkpoint(const std::filesystem::path& path, const nn::Sequential& model, const nn::Optimizer& optimizer,
-                     const nn::TrainingProgress& progress);
+CONVGEMM_CXX_API void save_checkpoint(const std::filesystem::path& path, const nn::Sequential& model,
+                                      const nn::Optimizer& optimizer, const nn::TrainingProgress& progress);
 
 // Loads a checkpoint into model and optimizer (which must have the architecture and type that wrote it) and returns
 // the progress to continue from. The whole file is read and checked (size, checksum, structure, fit to the model and
 // the optimiser) before anything is changed: on any error, a convgemm::Error naming the file, model and optimizer are
 // left exactly as they were.
 CONVGEMM_CXX_API nn::TrainingProgress load_checkpoint(const std::filesystem::path& path, nn::Sequential& model,
-                                     nn::Optimizer& optimizer);
+                                                      nn::Optimizer& optimizer);
 
 }  // namespace convgemm::io

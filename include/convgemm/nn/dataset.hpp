@@ -34,6 +34,6 @@ CONVGEMM_CXX_API std::vector<int64_t> shuffled_indices(int64_t count, std::mt199
 // Copies the images indices[0], indices[1], ... into images (a batch {indices.size(), sample_shape}) and their labels
 // into labels: each image is copied once. Throws convgemm::Error naming the argument for a bad index or size.
 CONVGEMM_CXX_API void gather_batch(const Dataset& data, std::span<const int64_t> indices, TensorView images,
-                  std::span<int64_t> labels);
+                                   std::span<int64_t> labels);
 
 }  // namespace convgemm::nn

@@ -32,10 +32,10 @@ CONVGEMM_CXX_API std::string to_string(const SampleShape& sample);
 // PyTorch gives the same tensor (convolution weights K x C/G x R x S, Dense weights K x C, biases K), and weight
 // export writes it so.
 struct CONVGEMM_CXX_API Parameter {
-  std::string name;             // "weight" or "bias", as in PyTorch's state_dict
+  std::string name;  // "weight" or "bias", as in PyTorch's state_dict
   std::vector<int64_t> shape;
   std::vector<float> value;
-  std::vector<float> grad;      // dL/dvalue, overwritten by every backward
+  std::vector<float> grad;  // dL/dvalue, overwritten by every backward
   // Fan-in and fan-out for He / Glorot initialisation (PyTorch's convention: weights.shape[1] and weights.shape[0],
   // each times the kernel's area). 0 for biases, which start at zero.
   int64_t fan_in = 0;
@@ -45,7 +45,8 @@ struct CONVGEMM_CXX_API Parameter {
 };
 
 // Makes a parameter of the given shape, zero-filled, with its gradient buffer.
-CONVGEMM_CXX_API Parameter make_parameter(std::string name, std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out);
+CONVGEMM_CXX_API Parameter make_parameter(std::string name, std::vector<int64_t> shape, int64_t fan_in,
+                                          int64_t fan_out);
 
 class CONVGEMM_CXX_API Layer {
  public:

@@ -37,8 +37,8 @@ struct CONVGEMM_CXX_API BatchResult {
   double loss = 0;
   int64_t correct = 0;
 };
-CONVGEMM_CXX_API BatchResult evaluate_loss(Loss loss, ConstTensorView logits, std::span<const int64_t> labels, TensorView logits_grad,
-                          std::vector<float>& targets);
+CONVGEMM_CXX_API BatchResult evaluate_loss(Loss loss, ConstTensorView logits, std::span<const int64_t> labels,
+                                           TensorView logits_grad, std::vector<float>& targets);
 
 struct CONVGEMM_CXX_API TrainOptions {
   int64_t epochs = 1;
@@ -55,11 +55,11 @@ struct CONVGEMM_CXX_API TrainingProgress {
 };
 
 struct CONVGEMM_CXX_API EpochMetrics {
-  int64_t epoch = 0;     // 1 for the first
-  double loss = 0;       // mean over the epoch's samples, as each batch saw it (dropout on)
-  double accuracy = 0;   // fraction of the epoch's samples classified right, likewise
+  int64_t epoch = 0;    // 1 for the first
+  double loss = 0;      // mean over the epoch's samples, as each batch saw it (dropout on)
+  double accuracy = 0;  // fraction of the epoch's samples classified right, likewise
   int64_t samples = 0;
-  double seconds = 0;    // wall time of the epoch
+  double seconds = 0;  // wall time of the epoch
 };
 
 struct CONVGEMM_CXX_API BatchMetrics {
@@ -118,6 +118,6 @@ class CONVGEMM_CXX_API Trainer {
 // Inference over the whole data set in batches of batch_size (the data set's own memory, no copies): mean loss and
 // accuracy.
 CONVGEMM_CXX_API Evaluation evaluate(Sequential& model, const Dataset& data, int64_t batch_size,
-                    Loss loss = Loss::softmax_cross_entropy);
+                                     Loss loss = Loss::softmax_cross_entropy);
 
 }  // namespace convgemm::nn

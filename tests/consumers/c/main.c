@@ -47,9 +47,17 @@ int main(void) {
   }
   convgemm_conv2d_params p;
   convgemm_conv2d_params_init(&p);
-  p.batch = N; p.in_channels = C; p.in_height = H; p.in_width = W;
-  p.out_channels = K; p.kernel_height = R; p.kernel_width = S;
-  p.stride_height = SH; p.stride_width = SW; p.groups = G; p.has_bias = 1;
+  p.batch = N;
+  p.in_channels = C;
+  p.in_height = H;
+  p.in_width = W;
+  p.out_channels = K;
+  p.kernel_height = R;
+  p.kernel_width = S;
+  p.stride_height = SH;
+  p.stride_width = SW;
+  p.groups = G;
+  p.has_bias = 1;
   convgemm_conv2d_plan* plan = NULL;
   if (convgemm_conv2d_params_set_same_padding(&p) != CONVGEMM_SUCCESS ||
       convgemm_conv2d_plan_create(&p, 2, &plan) != CONVGEMM_SUCCESS) {

@@ -1,7 +1,7 @@
 // An installed convgemm, used from C++: a strided, padded, grouped convolution with bias through the plan,
 // checked against the direct oracle, plus an error thrown inside the library and caught here by type.
-#include <convgemm/convgemm.hpp>
 #include <convgemm/version.h>
+#include <convgemm/convgemm.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -29,9 +29,17 @@ int main() {
     std::fprintf(stderr, "library %s, header %s\n", runtime_info().version.c_str(), CONVGEMM_VERSION_STRING);
     return 1;
   }
-  const Conv2dParams params{.batch = 2, .in_channels = 4, .in_height = 9, .in_width = 8, .out_channels = 6,
-                            .kernel_height = 3, .kernel_width = 3, .stride = {2, 1},
-                            .padding = Padding2d::same(9, 8, 3, 3, {2, 1}), .groups = 2, .has_bias = true};
+  const Conv2dParams params{.batch = 2,
+                            .in_channels = 4,
+                            .in_height = 9,
+                            .in_width = 8,
+                            .out_channels = 6,
+                            .kernel_height = 3,
+                            .kernel_width = 3,
+                            .stride = {2, 1},
+                            .padding = Padding2d::same(9, 8, 3, 3, {2, 1}),
+                            .groups = 2,
+                            .has_bias = true};
   const Conv2dPlan plan(params, {.threads = 2});
   const Conv2dShapes& s = plan.shapes();
   const std::vector<float> x = pattern(element_count(s.input), 1), w = pattern(element_count(s.weights), 2),
