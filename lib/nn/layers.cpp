@@ -121,16 +121,52 @@ Conv2dParams conv_params(const Conv2d& c, const SampleShape& input) {
           .has_bias = c.bias};
 }
 
-// y = W * im2col(x) + b through a Conv2dPlan per batch size.
-class Conv2dLayer final : public Layer {
+// The convolution and the transposed convolution as layers: one plan per batch size, made on first use; the
+// weight gradient, the bias gradient, then (when asked for) the input gradient.
+template <class Plan, class Params>
+class PlannedConvolutionLayer : public Layer {
  public:
-  Conv2dLayer(const Conv2dParams& params, const Conv2dShapes& shapes)
-      : Layer(sample_of(shapes.input), sample_of(shapes.output)), params_(params) {
-    const Shape4& w = shapes.weights;
+  PlannedConvolutionLayer(const Params& params, SampleShape input, SampleShape output, const Shape4& w,
+                          int64_t bias_size)
+      : Layer(input, output), params_(params) {
+    // fan-in and fan-out per weight: what He/Glorot initialisation scale by.
     const int64_t area = w[2] * w[3];
     parameters_.push_back(make_parameter("weight", {w[0], w[1], w[2], w[3]}, w[1] * area, w[0] * area));
-    if (params.has_bias) parameters_.push_back(make_parameter("bias", {w[0]}, 0, 0));
+    if (params.has_bias) parameters_.push_back(make_parameter("bias", {bias_size}, 0, 0));
   }
+
+  void forward(ConstTensorView input, TensorView output, bool) override {
+    plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
+  }
+  void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
+    const Plan& p = plan(input.shape[0]);
+    p.backward_weights(input, output_grad, {parameters_[0].grad.data(), weights().shape});
+    p.backward_bias(output_grad, grads(parameters_, 1));
+    if (input_grad.data != nullptr) p.backward_data(output_grad, weights(), input_grad);
+  }
+
+ protected:
+  Params params_;
+
+ private:
+  ConstTensorView weights() const { return {parameters_[0].value.data(), to_shape4(parameters_[0].shape)}; }
+  const Plan& plan(int64_t batch) {
+    return plans_.get(batch, [&](int64_t n) {
+      Params params = params_;
+      params.batch = n;
+      return Plan(params);
+    });
+  }
+
+  PerBatchSize<Plan> plans_;
+};
+
+// y = W * im2col(x) + b
+class Conv2dLayer final : public PlannedConvolutionLayer<Conv2dPlan, Conv2dParams> {
+ public:
+  Conv2dLayer(const Conv2dParams& params, const Conv2dShapes& shapes)
+      : PlannedConvolutionLayer(params, sample_of(shapes.input), sample_of(shapes.output), shapes.weights,
+                                params.out_channels) {}
 
   std::string type() const override { return "Conv2d"; }
   std::string describe() const override {
@@ -138,41 +174,14 @@ class Conv2dLayer final : public Layer {
            size_text(params_.kernel_height, params_.kernel_width) +
            window_text(params_.stride, params_.padding, params_.dilation, params_.groups) + ")";
   }
-
-  void forward(ConstTensorView input, TensorView output, bool) override {
-    plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
-  }
-  void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
-    const Conv2dPlan& p = plan(input.shape[0]);
-    p.backward_weights(input, output_grad, {parameters_[0].grad.data(), weights().shape});
-    p.backward_bias(output_grad, grads(parameters_, 1));
-    if (input_grad.data != nullptr) p.backward_data(output_grad, weights(), input_grad);
-  }
-
- private:
-  ConstTensorView weights() const { return {parameters_[0].value.data(), to_shape4(parameters_[0].shape)}; }
-  const Conv2dPlan& plan(int64_t batch) {
-    return plans_.get(batch, [&](int64_t n) {
-      Conv2dParams params = params_;
-      params.batch = n;
-      return Conv2dPlan(params);
-    });
-  }
-
-  Conv2dParams params_;
-  PerBatchSize<Conv2dPlan> plans_;
 };
 
-// y = col2im(W^T * x) + b through a ConvTranspose2dPlan per batch size.
-class ConvTranspose2dLayer final : public Layer {
+// y = col2im(W^T * x) + b
+class ConvTranspose2dLayer final : public PlannedConvolutionLayer<ConvTranspose2dPlan, ConvTranspose2dParams> {
  public:
   ConvTranspose2dLayer(const ConvTranspose2dParams& params, const ConvTranspose2dShapes& shapes)
-      : Layer(sample_of(shapes.input), sample_of(shapes.output)), params_(params) {
-    const Shape4& w = shapes.weights;
-    const int64_t area = w[2] * w[3];
-    parameters_.push_back(make_parameter("weight", {w[0], w[1], w[2], w[3]}, w[1] * area, w[0] * area));
-    if (params.has_bias) parameters_.push_back(make_parameter("bias", {params.out_channels}, 0, 0));
-  }
+      : PlannedConvolutionLayer(params, sample_of(shapes.input), sample_of(shapes.output), shapes.weights,
+                                params.out_channels) {}
 
   std::string type() const override { return "ConvTranspose2d"; }
   std::string describe() const override {
@@ -185,29 +194,6 @@ class ConvTranspose2dLayer final : public Layer {
     }
     return text + ")";
   }
-
-  void forward(ConstTensorView input, TensorView output, bool) override {
-    plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
-  }
-  void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
-    const ConvTranspose2dPlan& p = plan(input.shape[0]);
-    p.backward_weights(input, output_grad, {parameters_[0].grad.data(), weights().shape});
-    p.backward_bias(output_grad, grads(parameters_, 1));
-    if (input_grad.data != nullptr) p.backward_data(output_grad, weights(), input_grad);
-  }
-
- private:
-  ConstTensorView weights() const { return {parameters_[0].value.data(), to_shape4(parameters_[0].shape)}; }
-  const ConvTranspose2dPlan& plan(int64_t batch) {
-    return plans_.get(batch, [&](int64_t n) {
-      ConvTranspose2dParams params = params_;
-      params.batch = n;
-      return ConvTranspose2dPlan(params);
-    });
-  }
-
-  ConvTranspose2dParams params_;
-  PerBatchSize<ConvTranspose2dPlan> plans_;
 };
 
 // Kernel sets cycled over the output pixels, through the direct TiledConv2d operator.
