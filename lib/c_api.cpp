@@ -49,10 +49,13 @@ T* require_non_null(T* pointer, const char* name) {
   return pointer;
 }
 
+// A C flag: 0 or 1, nothing else (a stray value is more likely a bug in the caller than a request).
+bool to_bool(int32_t flag, const char* name) {
+  if (flag != 0 && flag != 1) throw convgemm::Error(convgemm::Status::invalid_argument, name, "must be 0 or 1");
+  return flag == 1;
+}
+
 convgemm::Conv2dParams to_cpp(const convgemm_conv2d_params& p) {
-  if (p.has_bias != 0 && p.has_bias != 1) {
-    throw convgemm::Error(convgemm::Status::invalid_argument, "has_bias", "must be 0 or 1");
-  }
   return convgemm::Conv2dParams{
       .batch = p.batch,
       .in_channels = p.in_channels,
@@ -65,7 +68,7 @@ convgemm::Conv2dParams to_cpp(const convgemm_conv2d_params& p) {
       .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
       .dilation = {p.dilation_height, p.dilation_width},
       .groups = p.groups,
-      .has_bias = p.has_bias == 1,
+      .has_bias = to_bool(p.has_bias, "has_bias"),
   };
 }
 
@@ -100,10 +103,7 @@ convgemm::ExecutionOptions to_cpp(const convgemm_execution_options& options) {
 }
 
 convgemm::GradientMode to_mode(int32_t accumulate) {
-  if (accumulate != 0 && accumulate != 1) {
-    throw convgemm::Error(convgemm::Status::invalid_argument, "accumulate", "must be 0 or 1");
-  }
-  return accumulate == 1 ? convgemm::GradientMode::accumulate : convgemm::GradientMode::overwrite;
+  return to_bool(accumulate, "accumulate") ? convgemm::GradientMode::accumulate : convgemm::GradientMode::overwrite;
 }
 
 convgemm::Pool2dParams to_cpp(const convgemm_pool2d_params& p) {
@@ -221,9 +221,6 @@ convgemm_status backward_bias(const Handle* plan, convgemm_const_tensor output_g
 }
 
 convgemm::ConvTranspose2dParams to_cpp(const convgemm_conv_transpose2d_params& p) {
-  if (p.has_bias != 0 && p.has_bias != 1) {
-    throw convgemm::Error(convgemm::Status::invalid_argument, "has_bias", "must be 0 or 1");
-  }
   return convgemm::ConvTranspose2dParams{
       .batch = p.batch,
       .in_channels = p.in_channels,
@@ -237,7 +234,7 @@ convgemm::ConvTranspose2dParams to_cpp(const convgemm_conv_transpose2d_params& p
       .output_padding = {p.output_padding_height, p.output_padding_width},
       .dilation = {p.dilation_height, p.dilation_width},
       .groups = p.groups,
-      .has_bias = p.has_bias == 1,
+      .has_bias = to_bool(p.has_bias, "has_bias"),
   };
 }
 
