@@ -128,11 +128,15 @@ std::string duration(double seconds) {
 // Per-batch progress: redrawn in place on a terminal, a plain line every tenth of the epoch otherwise (logs, pipes).
 class Progress {
  public:
-  Progress(int64_t epochs, bool terminal) : epochs_(epochs), terminal_(terminal) {}
+  // epochs: the run's total, as shown; last_epoch: where this run stops (--stop-after), for the ETA.
+  Progress(int64_t epochs, int64_t last_epoch, bool terminal)
+      : epochs_(epochs), last_epoch_(last_epoch), terminal_(terminal) {}
 
   void batch(const nn::BatchMetrics& m) {
     const double rate = static_cast<double>(m.samples) / std::max(m.seconds, 1e-9);
-    const double eta = m.seconds / static_cast<double>(m.batch) * static_cast<double>(m.batches - m.batch);
+    // ETA of the whole run (evaluation not included), at this epoch's pace so far.
+    const int64_t batches_left = m.batches - m.batch + (last_epoch_ - m.epoch) * m.batches;
+    const double eta = m.seconds / static_cast<double>(m.batch) * static_cast<double>(batches_left);
     if (terminal_) {
       const auto now = Clock::now();
       if (m.batch != m.batches && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -161,6 +165,7 @@ class Progress {
 
  private:
   int64_t epochs_;
+  int64_t last_epoch_;
   bool terminal_;
   Clock::time_point last_draw_{};
 };
@@ -221,6 +226,14 @@ Result run(const Options& o, int threads) {
   nn::TrainingProgress resumed;
   try {
     if (!fs::is_directory(o.data)) throw UsageError{"--data: " + o.data.string() + " is not a directory"};
+    // Outputs are written after hours of training, perhaps: a missing directory is caught before the first epoch.
+    for (const auto& [option, path] : {std::pair{"--checkpoint", &o.checkpoint}, std::pair{"--export", &o.export_path},
+                                       std::pair{"--metrics", &o.metrics}}) {
+      const fs::path directory = path->parent_path().empty() ? fs::path(".") : path->parent_path();
+      if (!path->empty() && !fs::is_directory(directory)) {
+        throw UsageError{std::string(option) + ": directory " + directory.string() + " does not exist"};
+      }
+    }
     const fs::path train_images = data_file(o.data, "train-images-idx3-ubyte.gz");
     const fs::path train_labels = data_file(o.data, "train-labels-idx1-ubyte.gz");
     const fs::path test_images = data_file(o.data, "t10k-images-idx3-ubyte.gz");
@@ -284,7 +297,7 @@ Result run(const Options& o, int threads) {
     return evaluation;
   };
 
-  Progress progress(o.epochs, isatty(STDOUT_FILENO) == 1);
+  Progress progress(o.epochs, last_epoch, isatty(STDOUT_FILENO) == 1);
   const auto on_epoch = [&](const nn::EpochMetrics& e) {
     progress.end_epoch();
     const double rate = static_cast<double>(e.samples) / e.seconds;
