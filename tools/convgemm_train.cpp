@@ -198,6 +198,7 @@ void plot_learning_curve(const fs::path& csv) {
       "set ylabel 'loss'\n"
       "plot '%s' using 1:2 with linespoints title 'train loss', '' using 1:4 with linespoints title 'test loss'\n"
       "set ylabel 'accuracy (%%)'\n"
+               "set key bottom right\n"
       "plot '%s' using 1:($3*100) with linespoints title 'train accuracy', "
       "'' using 1:($5*100) with linespoints title 'test accuracy'\n"
       "unset multiplot\n",
