@@ -1,6 +1,6 @@
-// convgemm-demo, the main job of tools/run: one real-sized convolution layer, forward and all three backward
-// passes, through the im2col + SGEMM plan and through the direct convolution; prints the agreement of the two
-// and their speeds. Until the training tool lands this is the honest end-to-end demonstration.
+// convgemm-demo: one real-sized convolution layer, forward and all three backward passes, through the im2col +
+// SGEMM plan and through the direct convolution; prints the agreement of the two and their speeds. The single-layer
+// demonstration beside convgemm-train (which tools/run runs); built by tools/run and tools/test.
 #include <convgemm/convgemm.hpp>
 
 #include <oneapi/tbb/task_arena.h>

@@ -18,6 +18,7 @@
 #include <convgemm/nn/layer.hpp>
 #include <convgemm/nn/layers.hpp>
 #include <convgemm/nn/optimizer.hpp>
+#include <convgemm/nn/schedule.hpp>
 #include <convgemm/nn/sequential.hpp>
 #include <convgemm/nn/train.hpp>
 #include <convgemm/pool2d.hpp>

@@ -109,6 +109,11 @@ void Trainer::fit(const Dataset& data, const EpochCallback& on_epoch, const Batc
       const TensorView images{batch_images_.data(), batch_shape(size, data.sample_shape)};
       const std::span<int64_t> labels(batch_labels_.data(), static_cast<size_t>(size));
       gather_batch(data, indices, images, labels);
+      if (options_.learning_rate_schedule) {
+        const double position =
+            static_cast<double>(progress_.epoch) + static_cast<double>(b) / static_cast<double>(batches);
+        optimizer_.set_learning_rate(options_.learning_rate_schedule(position));
+      }
       const BatchResult result = train_step(images, labels);
       loss_sum += result.loss * static_cast<double>(size);
       correct += result.correct;

@@ -11,6 +11,7 @@
 
 #include <convgemm/nn/dataset.hpp>
 #include <convgemm/nn/optimizer.hpp>
+#include <convgemm/nn/schedule.hpp>
 #include <convgemm/nn/sequential.hpp>
 #include <convgemm/tensor.hpp>
 
@@ -46,6 +47,9 @@ struct CONVGEMM_CXX_API TrainOptions {
   uint64_t seed = 0;        // seeds the shuffling generator
   bool shuffle = true;      // false: every epoch in data set order
   Loss loss = Loss::softmax_cross_entropy;
+  // When set, fit() gives the optimiser this rate before every step (schedule.hpp); empty: the optimiser's own rate
+  // throughout. A schedule that returns a rate <= 0 is an Error naming "learning_rate".
+  LearningRateSchedule learning_rate_schedule = {};
 };
 
 // Where a run stands between epochs: what a checkpoint saves besides the model and the optimiser.
