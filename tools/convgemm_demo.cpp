@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
     std::printf("layer: N=%ld C=%ld %ldx%ld -> K=%ld %ldx%ld, kernel %ldx%ld, stride %ld, padding %ld, bias\n",
                 params.batch, params.in_channels, params.in_height, params.in_width, params.out_channels, s.output[2],
                 s.output[3], params.kernel_height, params.kernel_width, stride, padding);
-    std::printf("workspace: %.2f MiB (im2col per sample, never the whole batch)\n\n",
+    std::printf("workspace: %.2f MiB (column tiles per thread, never the whole batch's columns)\n\n",
                 static_cast<double>(plan.workspace_bytes()) / (1 << 20));
 
     std::mt19937_64 rng(2026);
