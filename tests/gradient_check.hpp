@@ -8,6 +8,8 @@
 // input is within h of a kink: the tests space their inputs apart to make sure of that.
 #pragma once
 
+#include "test_views.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -62,6 +64,33 @@ inline void check_gradient(std::vector<double>& point, const std::function<doubl
   }
   INFO(what << ": " << failures << " of " << point.size() << " partial derivatives disagree");
   CHECK(failures == 0);
+}
+
+// The whole check for an operator with weights and a bias, in double precision: forward(x, W, b, y),
+// backward_data(dy, W, dx), backward_weights(x, dy, dW) and backward_bias(dy, db) on random tensors of the shapes
+// `s` gives (input, weights, output, bias). Returns x, dy and the checked dW and db, for callers that go on to check
+// accumulate mode.
+struct CheckedGradients {
+  std::vector<double> input, output_grad, weights_grad, bias_grad;
+};
+template <class Operator, class Shapes>
+CheckedGradients check_weighted_operator_gradients(const Operator& op, const Shapes& s, std::mt19937_64& rng) {
+  std::vector<double> x = random_doubles(static_cast<size_t>(element_count(s.input)), rng);
+  std::vector<double> w = random_doubles(static_cast<size_t>(element_count(s.weights)), rng);
+  std::vector<double> b = random_doubles(static_cast<size_t>(s.bias), rng);
+  const std::vector<double> dy = random_doubles(static_cast<size_t>(element_count(s.output)), rng);
+  std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
+  const auto loss = [&] {
+    op.forward(in(x, s.input), in(w, s.weights), b, out(y, s.output));
+    return dot(dy, y);
+  };
+  op.backward_data(in(dy, s.output), in(w, s.weights), out(dx, s.input));
+  op.backward_weights(in(x, s.input), in(dy, s.output), out(dw, s.weights));
+  op.backward_bias(in(dy, s.output), db);
+  check_gradient(x, loss, dx, "dL/dx");
+  check_gradient(w, loss, dw, "dL/dW");
+  check_gradient(b, loss, db, "dL/db");
+  return {x, dy, dw, db};
 }
 
 }  // namespace convgemm::testing

@@ -242,23 +242,7 @@ TEST_CASE("conv_transpose2d: gradients match finite differences", "[conv_transpo
     params.has_bias = true;
     INFO("trial " << trial << ": " << describe(params));
     const ConvTranspose2dPlan plan(params);
-    const ConvTranspose2dShapes& s = plan.shapes();
-    using convgemm::testing::random_doubles;
-    std::vector<double> x = random_doubles(static_cast<size_t>(element_count(s.input)), rng);
-    std::vector<double> w = random_doubles(static_cast<size_t>(element_count(s.weights)), rng);
-    std::vector<double> b = random_doubles(static_cast<size_t>(s.bias), rng);
-    const std::vector<double> dy = random_doubles(static_cast<size_t>(element_count(s.output)), rng);
-    std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
-    const auto loss = [&] {
-      plan.forward(in(x, s.input), in(w, s.weights), b, out(y, s.output));
-      return dot(dy, y);
-    };
-    plan.backward_data(in(dy, s.output), in(w, s.weights), out(dx, s.input));
-    plan.backward_weights(in(x, s.input), in(dy, s.output), out(dw, s.weights));
-    plan.backward_bias(in(dy, s.output), db);
-    check_gradient(x, loss, dx, "dL/dx");
-    check_gradient(w, loss, dw, "dL/dW");
-    check_gradient(b, loss, db, "dL/db");
+    convgemm::testing::check_weighted_operator_gradients(plan, plan.shapes(), rng);
   }
 }
 

@@ -144,24 +144,8 @@ TEST_CASE("dense: forward and all three gradients against naive triple loops", "
 
 TEST_CASE("dense: gradients match finite differences", "[dense][gradient]") {
   const Dense dense({.batch = 37, .in_features = 6, .out_features = 5, .has_bias = true});
-  const DenseShapes& s = dense.shapes();
   std::mt19937_64 rng(18);
-  using convgemm::testing::random_doubles;
-  std::vector<double> x = random_doubles(static_cast<size_t>(element_count(s.input)), rng);
-  std::vector<double> w = random_doubles(static_cast<size_t>(element_count(s.weights)), rng);
-  std::vector<double> b = random_doubles(static_cast<size_t>(s.bias), rng);
-  const std::vector<double> dy = random_doubles(static_cast<size_t>(element_count(s.output)), rng);
-  std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
-  const auto loss = [&] {
-    dense.forward(in(x, s.input), in(w, s.weights), b, out(y, s.output));
-    return dot(dy, y);
-  };
-  dense.backward_data(in(dy, s.output), in(w, s.weights), out(dx, s.input));
-  dense.backward_weights(in(x, s.input), in(dy, s.output), out(dw, s.weights));
-  dense.backward_bias(in(dy, s.output), db);
-  check_gradient(x, loss, dx, "dL/dx");
-  check_gradient(w, loss, dw, "dL/dW");
-  check_gradient(b, loss, db, "dL/db");
+  convgemm::testing::check_weighted_operator_gradients(dense, dense.shapes(), rng);
 }
 
 TEST_CASE("dense: results are bitwise identical for 1, 2, 3 and 8 threads", "[dense][determinism]") {

@@ -272,21 +272,7 @@ TEST_CASE("tiled conv2d: gradients match finite differences", "[tiled_conv2d][gr
                   << params.tile_width);
     const TiledConv2d op(params);
     const TiledConv2dShapes& s = op.shapes();
-    std::vector<double> x = random_doubles(static_cast<size_t>(element_count(s.input)), rng);
-    std::vector<double> w = random_doubles(static_cast<size_t>(element_count(s.weights)), rng);
-    std::vector<double> b = random_doubles(static_cast<size_t>(s.bias), rng);
-    const std::vector<double> dy = random_doubles(static_cast<size_t>(element_count(s.output)), rng);
-    std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
-    const auto loss = [&] {
-      op.forward(in(x, s.input), in(w, s.weights), b, out(y, s.output));
-      return dot(dy, y);
-    };
-    op.backward_data(in(dy, s.output), in(w, s.weights), out(dx, s.input));
-    op.backward_weights(in(x, s.input), in(dy, s.output), out(dw, s.weights));
-    op.backward_bias(in(dy, s.output), db);
-    check_gradient(x, loss, dx, "dL/dx");
-    check_gradient(w, loss, dw, "dL/dW");
-    check_gradient(b, loss, db, "dL/db");
+    const auto [x, dy, dw, db] = convgemm::testing::check_weighted_operator_gradients(op, s, rng);
     // Accumulate mode adds onto what is there.
     std::vector<double> accumulated(dw.size(), 1.0), accumulated_bias(db.size(), 1.0);
     op.backward_weights(in(x, s.input), in(dy, s.output), out(accumulated, s.weights), GradientMode::accumulate);
