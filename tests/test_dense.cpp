@@ -14,8 +14,6 @@
 
 using namespace convgemm;
 using convgemm::testing::bitwise_equal;
-using convgemm::testing::check_gradient;
-using convgemm::testing::dot;
 using convgemm::testing::in;
 using convgemm::testing::out;
 using convgemm::testing::random_floats;

@@ -14,9 +14,7 @@
 #include <vector>
 
 using namespace convgemm;
-using convgemm::testing::check_gradient;
 using convgemm::testing::describe;
-using convgemm::testing::dot;
 using convgemm::testing::in;
 using convgemm::testing::out;
 using convgemm::testing::random_conv2d_params;
