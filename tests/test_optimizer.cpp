@@ -163,7 +163,7 @@ TEST_CASE("optimizer: state, learning rate and bad hyperparameters", "[optimizer
   require_error([] { Adam a({.weight_decay = NAN}); }, bad, "weight_decay");
 }
 
-TEST_CASE("init: He and Glorot draw the documented distributions, reproducibly", "[init]") {
+TEST_CASE("init: He, Glorot and PyTorch's default draw the documented distributions, reproducibly", "[init]") {
   const auto draw = [](Initializer scheme, uint64_t seed) {
     Parameter p = make_parameter("weight", {200, 50, 3, 3}, 450, 1800);
     std::mt19937_64 rng(seed);
@@ -181,12 +181,13 @@ TEST_CASE("init: He and Glorot draw the documented distributions, reproducibly",
     return std::array<double, 3>{sum / n, squares / n, largest};
   };
   // 90,000 draws: the sample variance is within 1.5% of the true one with overwhelming probability.
-  const double he = 2.0 / 450, glorot = 2.0 / (450 + 1800);
+  const double he = 2.0 / 450, glorot = 2.0 / (450 + 1800), torch = 1.0 / (3 * 450);
   for (const auto& [scheme, variance, bound] : std::vector<std::tuple<Initializer, double, double>>{
            {Initializer::he_normal, he, 0},
            {Initializer::he_uniform, he, std::sqrt(3 * he)},
            {Initializer::glorot_normal, glorot, 0},
-           {Initializer::glorot_uniform, glorot, std::sqrt(3 * glorot)}}) {
+           {Initializer::glorot_uniform, glorot, std::sqrt(3 * glorot)},
+           {Initializer::torch_uniform, torch, 1 / std::sqrt(450.0)}}) {
     const auto values = draw(scheme, 5);
     const auto [mean, mean_square, largest] = moments(values);
     INFO("scheme " << static_cast<int>(scheme));
@@ -196,13 +197,24 @@ TEST_CASE("init: He and Glorot draw the documented distributions, reproducibly",
     CHECK(draw(scheme, 5) == values);  // same seed, same bits
     CHECK(draw(scheme, 6) != values);
   }
-  // Biases start at zero and draw nothing.
-  Parameter bias = make_parameter("bias", {10}, 0, 0);
-  bias.value.assign(10, 3.0f);
-  std::mt19937_64 rng(1), untouched(1);
-  initialize_parameter(bias, Initializer::he_normal, rng);
-  CHECK(bias.value == std::vector<float>(10, 0.0f));
-  CHECK(rng() == untouched());
+  // He and Glorot start biases at zero and draw nothing; PyTorch's default draws them from U(+-1/sqrt(fan_in)).
+  Parameter bias = make_bias({1000}, 450, 1800);
+  for (const Initializer scheme : {Initializer::he_normal, Initializer::glorot_uniform}) {
+    bias.value.assign(1000, 3.0f);
+    std::mt19937_64 rng(1), untouched(1);
+    initialize_parameter(bias, scheme, rng);
+    CHECK(bias.value == std::vector<float>(1000, 0.0f));
+    CHECK(rng() == untouched());
+  }
+  std::mt19937_64 rng(1);
+  initialize_parameter(bias, Initializer::torch_uniform, rng);
+  const auto [mean, mean_square, largest] = moments(bias.value);
+  CHECK(largest <= 1 / std::sqrt(450.0));
+  CHECK(mean_square == Approx(torch).epsilon(0.1));  // 1,000 draws: within 10%
+  // A weight without a fan-in has no scale to draw from.
+  Parameter unscaled = make_parameter("weight", {4}, 0, 0);
+  require_error([&] { initialize_parameter(unscaled, Initializer::he_normal, rng); }, Status::invalid_argument,
+                "fan_in");
 }
 
 TEST_CASE("init: uniform, normal and bounded draws", "[init]") {

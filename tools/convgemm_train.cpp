@@ -43,6 +43,7 @@ struct Options {
   double weight_decay = 5e-4;
   std::string optimizer = "sgd";
   std::string schedule = "cosine";
+  std::string init = "he";
   double warmup = 1;
   int threads = 0;
   uint64_t seed = 1;
@@ -55,6 +56,12 @@ struct Options {
   int64_t test_limit = 0;
   int64_t eval_batch = 1000;
 };
+
+nn::Initializer initializer_of(const std::string& name) {
+  if (name == "glorot") return nn::Initializer::glorot_uniform;
+  if (name == "torch") return nn::Initializer::torch_uniform;
+  return nn::Initializer::he_normal;
+}
 
 std::string text_of(double value) {
   char text[32];
@@ -253,7 +260,7 @@ Result run(const Options& o, int threads) {
       throw UsageError{"--model: ends in " + nn::to_string(model->output_shape()) + ", the data needs " +
                        std::to_string(train.classes) + " logits (a final dense" + std::to_string(train.classes) + ")"};
     }
-    model->initialize(o.seed);
+    model->initialize(o.seed, initializer_of(o.init));
     optimizer = make_optimizer(o);
     if (o.resume) {
       if (!fs::exists(o.checkpoint)) throw UsageError{"--resume: checkpoint " + o.checkpoint.string() + " not found"};
@@ -376,6 +383,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", o.threads, "worker threads (a tbb::task_arena of that size; 0: all cores)")
       ->check(at_least(0, true))
+      ->capture_default_str();
+  app.add_option("--init", o.init,
+                 "weight initialisation: he (He normal, zero biases), glorot (Glorot uniform, zero biases) or torch "
+                 "(PyTorch's default, U(+-1/sqrt(fan_in)) for weights and biases)")
+      ->check(CLI::IsMember({"he", "glorot", "torch"}))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seeds initialisation, dropout and shuffling")->capture_default_str();
   app.add_option("--data", o.data, "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz")

@@ -37,6 +37,12 @@ Parameter make_parameter(std::string name, std::vector<int64_t> shape, int64_t f
           .fan_out = fan_out};
 }
 
+Parameter make_bias(std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out) {
+  Parameter bias = make_parameter("bias", std::move(shape), fan_in, fan_out);
+  bias.is_bias = true;
+  return bias;
+}
+
 int64_t Layer::parameter_count() const {
   int64_t count = 0;
   for (const Parameter& parameter : parameters_) count += parameter.size();
@@ -132,7 +138,7 @@ class PlannedConvolutionLayer : public Layer {
     // fan-in and fan-out per weight: what He/Glorot initialisation scale by.
     const int64_t area = w[2] * w[3];
     parameters_.push_back(make_parameter("weight", {w[0], w[1], w[2], w[3]}, w[1] * area, w[0] * area));
-    if (params.has_bias) parameters_.push_back(make_parameter("bias", {bias_size}, 0, 0));
+    if (params.has_bias) parameters_.push_back(make_bias({bias_size}, w[1] * area, w[0] * area));
   }
 
   void forward(ConstTensorView input, TensorView output, bool) override {
@@ -207,7 +213,7 @@ class TiledConv2dLayer final : public Layer {
     parameters_.push_back(
         make_parameter("weight", {params.tile_height, params.tile_width, K, w[1], w[2], w[3]}, w[1] * area, K * area));
     if (params.conv.has_bias) {
-      parameters_.push_back(make_parameter("bias", {params.tile_height, params.tile_width, K}, 0, 0));
+      parameters_.push_back(make_bias({params.tile_height, params.tile_width, K}, w[1] * area, K * area));
     }
   }
 
@@ -428,7 +434,7 @@ class DenseLayer final : public Layer {
       : Layer({params.in_features, 1, 1}, {params.out_features, 1, 1}), params_(params) {
     parameters_.push_back(
         make_parameter("weight", {params.out_features, params.in_features}, params.in_features, params.out_features));
-    if (params.has_bias) parameters_.push_back(make_parameter("bias", {params.out_features}, 0, 0));
+    if (params.has_bias) parameters_.push_back(make_bias({params.out_features}, params.in_features, params.out_features));
   }
 
   std::string type() const override { return "Dense"; }

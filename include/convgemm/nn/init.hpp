@@ -31,10 +31,13 @@ enum class Initializer {
   he_uniform,      // U(-a, a), a = sqrt(6 / n_in): the same variance
   glorot_normal,   // N(0, 2 / (n_in + n_out)): for tanh / sigmoid (Glorot and Bengio 2010)
   glorot_uniform,  // U(-a, a), a = sqrt(6 / (n_in + n_out))
+  // PyTorch's default for Conv2d and Linear (kaiming_uniform with a = sqrt(5)): U(-a, a), a = 1 / sqrt(n_in), for
+  // weights and biases alike. A third of He's variance; recipes tuned on PyTorch expect it.
+  torch_uniform,
 };
 
-// Fills a weight (fan_in > 0) from the scheme, element by element in order, drawing from rng; sets a bias
-// (fan_in == 0) to zero without drawing.
+// Fills a parameter from the scheme, element by element in order, drawing from rng. He and Glorot set biases to
+// zero without drawing; torch_uniform draws them too.
 CONVGEMM_CXX_API void initialize_parameter(Parameter& parameter, Initializer scheme, std::mt19937_64& rng);
 
 }  // namespace convgemm::nn

@@ -36,10 +36,12 @@ struct CONVGEMM_CXX_API Parameter {
   std::vector<int64_t> shape;
   std::vector<float> value;
   std::vector<float> grad;  // dL/dvalue, overwritten by every backward
-  // Fan-in and fan-out for He / Glorot initialisation (PyTorch's convention: weights.shape[1] and weights.shape[0],
-  // each times the kernel's area). 0 for biases, which start at zero.
+  // Fan-in and fan-out of the layer's weight, for initialisation (PyTorch's convention: weights.shape[1] and
+  // weights.shape[0], each times the kernel's area). A bias carries its weight's fans: PyTorch's default scheme
+  // draws biases from them, He and Glorot set biases to zero.
   int64_t fan_in = 0;
   int64_t fan_out = 0;
+  bool is_bias = false;
 
   int64_t size() const { return static_cast<int64_t>(value.size()); }
 };
@@ -47,6 +49,8 @@ struct CONVGEMM_CXX_API Parameter {
 // Makes a parameter of the given shape, zero-filled, with its gradient buffer.
 CONVGEMM_CXX_API Parameter make_parameter(std::string name, std::vector<int64_t> shape, int64_t fan_in,
                                           int64_t fan_out);
+// The same for a bias ("bias", is_bias set) of a weight with the given fans.
+CONVGEMM_CXX_API Parameter make_bias(std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out);
 
 class CONVGEMM_CXX_API Layer {
  public:
