@@ -186,6 +186,43 @@ TEST_CASE("pool2d: a NaN in a window propagates to the max", "[pool2d]") {
   CHECK(std::isnan(y[1]));
 }
 
+TEST_CASE("pool2d: the vectorised 2x2 stride-2 float path equals the generic path bit for bit", "[pool2d]") {
+  // Float 2x2/2 unpadded pooling has its own kernels; double always takes the generic loops, and selecting a
+  // maximum or routing a gradient is exact, so both must agree bit for bit: ties, signed zeros, NaNs (the first
+  // of a window wins), odd heights and widths (their last row or column belongs to no window).
+  std::mt19937_64 rng(77);
+  const auto same_bits = [](float a, double b) {
+    return std::isnan(a) ? std::isnan(b) : a == static_cast<float>(b) && std::signbit(a) == std::signbit(b);
+  };
+  for (int trial = 0; trial < 60; ++trial) {
+    Pool2dParams params = pool_params(2 + trial % 9, 2 + trial / 9 % 7, 2, 2);
+    params.batch = 1 + trial % 3;
+    params.channels = 1 + trial % 4;
+    const PoolShapes shapes = pool2d_shapes(params);
+    std::vector<double> x(static_cast<size_t>(element_count(shapes.input)));
+    std::uniform_int_distribution<int> pick(0, 9);
+    for (double& v : x) {
+      const int choice = pick(rng);
+      v = choice == 0 ? std::nan("") : choice == 1 ? -0.0 : choice == 2 ? 0.0 : static_cast<double>(choice % 3);
+    }
+    std::vector<double> dy(static_cast<size_t>(element_count(shapes.output)));
+    for (size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<double>(i + 1);
+    const MaxPool2d pool(params);
+    std::vector<double> y(dy.size()), dx(x.size());
+    pool.forward(in(x, shapes.input), out(y, shapes.output));
+    pool.backward(in(x, shapes.input), in(dy, shapes.output), out(dx, shapes.input));
+
+    const std::vector<float> x_float = to_float(x), dy_float = to_float(dy);
+    std::vector<float> y_float(y.size()), dx_float(dx.size(), -1.0f);
+    pool.forward(in(x_float, shapes.input), out(y_float, shapes.output));
+    pool.backward(in(x_float, shapes.input), in(dy_float, shapes.output), out(dx_float, shapes.input));
+    INFO("trial " << trial << ": " << params.batch << "x" << params.channels << "x" << params.in_height << "x"
+                  << params.in_width);
+    for (size_t i = 0; i < y.size(); ++i) CHECK(same_bits(y_float[i], y[i]));
+    for (size_t i = 0; i < dx.size(); ++i) CHECK(same_bits(dx_float[i], dx[i]));
+  }
+}
+
 TEST_CASE("pool2d: random problems against the padded-image oracle", "[pool2d]") {
   std::mt19937_64 rng(2024);
   for (int trial = 0; trial < 200; ++trial) {

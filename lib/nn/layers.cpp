@@ -413,7 +413,9 @@ class FlattenLayer final : public Layer {
   explicit FlattenLayer(const SampleShape& input) : Layer(input, {element_count(input), 1, 1}) {}
 
   std::string type() const override { return "Flatten"; }
-  // NCHW is already sample-major, so flattening is a copy with a new shape.
+  // NCHW is already sample-major, so flattening is a new shape: a copy when called on its own, nothing at all in a
+  // Sequential.
+  bool reshapes_only() const override { return true; }
   void forward(ConstTensorView input, TensorView output, bool) override {
     check_vector(flat(output), input.size(), "output");
     std::copy(input.data, input.data + input.size(), output.data);

@@ -32,6 +32,7 @@ Sequential& Sequential::add(std::unique_ptr<Layer> layer) {
   layers_.push_back(std::move(layer));
   activations_.emplace_back();
   gradients_.emplace_back();
+  outputs_.emplace_back();
   return *this;
 }
 
@@ -119,10 +120,16 @@ ConstTensorView Sequential::forward(ConstTensorView input, bool training) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& layer = *layers_[i];
     const Shape4 shape = batch_shape(batch, layer.output_shape());
+    if (layer.reshapes_only()) {
+      outputs_[i] = current.data;
+      current = {current.data, shape};
+      continue;
+    }
     // resize() keeps the capacity, so a smaller last batch and the next full one allocate nothing.
     activations_[i].resize(static_cast<size_t>(convgemm::element_count(shape)));
     const TensorView output{activations_[i].data(), shape};
     layer.forward(current, output, training);
+    outputs_[i] = output.data;
     current = output;
   }
   last_input_ = input;
@@ -141,8 +148,12 @@ void Sequential::backward(ConstTensorView output_grad) {
   for (size_t i = layers_.size(); i-- > 0;) {
     Layer& layer = *layers_[i];
     const ConstTensorView input =
-        i == 0 ? last_input_ : ConstTensorView{activations_[i - 1].data(), batch_shape(batch, layer.input_shape())};
-    const ConstTensorView output{activations_[i].data(), batch_shape(batch, layer.output_shape())};
+        i == 0 ? last_input_ : ConstTensorView{outputs_[i - 1], batch_shape(batch, layer.input_shape())};
+    if (layer.reshapes_only()) {
+      current_grad = {current_grad.data, input.shape};
+      continue;
+    }
+    const ConstTensorView output{outputs_[i], batch_shape(batch, layer.output_shape())};
     TensorView input_grad{};  // the first layer's input needs no gradient
     if (i > 0) {
       gradients_[i - 1].resize(static_cast<size_t>(input.size()));

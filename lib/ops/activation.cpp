@@ -4,6 +4,7 @@
 #include <convgemm/error.hpp>
 
 #include "kernels/sigmoid.hpp"
+#include "kernels/vector_clones.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/blocked_range.h>
@@ -42,14 +43,31 @@ void backward(std::span<const T> y, std::span<const T> dy, std::span<T> dx, cons
   elementwise(dx, [&](size_t i) { return dy[i] * derivative(y[i]); });
 }
 
-// y = max(x, 0); dx = dy * [y > 0]
+// y = max(x, 0); dx = dy where y > 0, else 0 (so an infinite or NaN dy does not leak through a dead unit, as in
+// PyTorch). The float kernels work on raw blocks, built for each vector width (ReLU runs twice per layer per step
+// in training and is pure memory traffic); double goes through the generic loop.
 template <class T>
 T relu(T x) {
   return x > T{0} ? x : T{0};
 }
-template <class T>
-T relu_derivative(T y) {
-  return y > T{0} ? T{1} : T{0};
+
+CONVGEMM_VECTOR_CLONES
+void relu_forward_block(const float* x, float* y, size_t count) {
+  for (size_t i = 0; i < count; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+CONVGEMM_VECTOR_CLONES
+void relu_backward_block(const float* y, const float* dy, float* dx, size_t count) {
+  for (size_t i = 0; i < count; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// Runs block(begin, count) over [0, size) in parallel blocks.
+template <class Block>
+void parallel_blocks(size_t size, const Block& block) {
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<size_t>(0, size, elements_per_task),
+                            [&](const oneapi::tbb::blocked_range<size_t>& range) {
+                              block(range.begin(), range.end() - range.begin());
+                            });
 }
 
 // y = sigmoid(x); dx = dy * y * (1 - y)
@@ -100,27 +118,40 @@ void apply_dropout(const DropoutParams& params, uint64_t call, std::span<const T
 
 }  // namespace
 
-void relu_forward(std::span<const float> input, std::span<float> output) { forward(input, output, relu<float>); }
-void relu_forward(std::span<const double> input, std::span<double> output) { forward(input, output, relu<double>); }
+void relu_forward(std::span<const float> input, std::span<float> output) {
+  check_vector(output, static_cast<int64_t>(input.size()), "output");
+  parallel_blocks(input.size(), [&](size_t begin, size_t count) {
+    relu_forward_block(input.data() + begin, output.data() + begin, count);
+  });
+}
+void relu_forward(std::span<const double> input, std::span<double> output) {
+  forward(input, output, [](double x) { return relu(x); });
+}
 void relu_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
-  backward(output, output_grad, input_grad, relu_derivative<float>);
+  check_vector(output_grad, static_cast<int64_t>(output.size()), "output_grad");
+  check_vector(input_grad, static_cast<int64_t>(output.size()), "input_grad");
+  parallel_blocks(output.size(), [&](size_t begin, size_t count) {
+    relu_backward_block(output.data() + begin, output_grad.data() + begin, input_grad.data() + begin, count);
+  });
 }
 void relu_backward(std::span<const double> output, std::span<const double> output_grad, std::span<double> input_grad) {
-  backward(output, output_grad, input_grad, relu_derivative<double>);
+  check_vector(output_grad, static_cast<int64_t>(output.size()), "output_grad");
+  check_vector(input_grad, static_cast<int64_t>(output.size()), "input_grad");
+  elementwise(input_grad, [&](size_t i) { return output[i] > 0.0 ? output_grad[i] : 0.0; });
 }
 
 void sigmoid_forward(std::span<const float> input, std::span<float> output) {
-  forward(input, output, kernels::sigmoid<float>);
+  forward(input, output, [](float x) { return kernels::sigmoid(x); });
 }
 void sigmoid_forward(std::span<const double> input, std::span<double> output) {
-  forward(input, output, kernels::sigmoid<double>);
+  forward(input, output, [](double x) { return kernels::sigmoid(x); });
 }
 void sigmoid_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
-  backward(output, output_grad, input_grad, sigmoid_derivative<float>);
+  backward(output, output_grad, input_grad, [](float y) { return sigmoid_derivative(y); });
 }
 void sigmoid_backward(std::span<const double> output, std::span<const double> output_grad,
                       std::span<double> input_grad) {
-  backward(output, output_grad, input_grad, sigmoid_derivative<double>);
+  backward(output, output_grad, input_grad, [](double y) { return sigmoid_derivative(y); });
 }
 
 void tanh_forward(std::span<const float> input, std::span<float> output) {
@@ -130,10 +161,10 @@ void tanh_forward(std::span<const double> input, std::span<double> output) {
   forward(input, output, [](double x) { return std::tanh(x); });
 }
 void tanh_backward(std::span<const float> output, std::span<const float> output_grad, std::span<float> input_grad) {
-  backward(output, output_grad, input_grad, tanh_derivative<float>);
+  backward(output, output_grad, input_grad, [](float y) { return tanh_derivative(y); });
 }
 void tanh_backward(std::span<const double> output, std::span<const double> output_grad, std::span<double> input_grad) {
-  backward(output, output_grad, input_grad, tanh_derivative<double>);
+  backward(output, output_grad, input_grad, [](double y) { return tanh_derivative(y); });
 }
 
 Dropout::Dropout(const DropoutParams& params) : params_(params) {

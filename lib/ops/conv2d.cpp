@@ -12,6 +12,7 @@
 #include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/im2col.hpp"
+#include "kernels/reduce.hpp"
 #include "ops/convolution_params.hpp"
 #include "tensor_checks.hpp"
 #include "workspace.hpp"
@@ -784,8 +785,7 @@ void Conv2dPlan::backward_bias(ConstTensorView output_grad, std::span<float> bia
     oneapi::tbb::parallel_for(int64_t{0}, plan.params.out_channels, [&](int64_t k) {
       double sum = mode == GradientMode::accumulate ? bias_grad[static_cast<size_t>(k)] : 0.0;
       for (int64_t n = 0; n < plan.params.batch; ++n) {
-        const float* row = output_grad.data + plan.output_offset(n, 0, k);
-        for (int64_t i = 0; i < plan.output_pixels; ++i) sum += row[i];
+        sum += kernels::sum_in_double(output_grad.data + plan.output_offset(n, 0, k), plan.output_pixels);
       }
       bias_grad[static_cast<size_t>(k)] = static_cast<float>(sum);
     });

@@ -4,6 +4,7 @@
 #include <convgemm/error.hpp>
 #include <convgemm/pool2d.hpp>
 
+#include "kernels/vector_clones.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/blocked_range.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace convgemm {
 
@@ -133,12 +135,73 @@ struct WindowGeometry {
 // ---------------------------------------------------------------------------------------------------------------
 // Max pooling
 
+// The common 2x2, stride-2, unpadded float case (the "maxpool2" of most CNNs) as branch-free selects over the four
+// taps in row-major order, which vectorise (the generic loops above do not: their window bounds vary). `beats`
+// written as a select, so ties, signed zeros and NaNs come out exactly as in the generic path.
+bool is_plain_2x2(const WindowGeometry& g) {
+  return g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
+}
+
+inline float select_beating(float value, float best) {
+  return value > best || (value != value && best == best) ? value : best;
+}
+
+CONVGEMM_VECTOR_CLONES
+void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float* top = x + 2 * p * W;
+    const float* bottom = top + W;
+    float* row = y + p * Q;
+    for (int64_t q = 0; q < Q; ++q) {
+      float best = top[2 * q];
+      best = select_beating(top[2 * q + 1], best);
+      best = select_beating(bottom[2 * q], best);
+      row[q] = select_beating(bottom[2 * q + 1], best);
+    }
+  }
+}
+
+// dx of one plane: each window's gradient to its first maximum, zero elsewhere (also the rows and columns an odd
+// H or W leaves outside every window).
+CONVGEMM_VECTOR_CLONES
+void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P,
+                                 int64_t Q) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float* top = x + 2 * p * W;
+    const float* bottom = top + W;
+    float* grad_top = dx + 2 * p * W;
+    float* grad_bottom = grad_top + W;
+    const float* grad = dy + p * Q;
+    for (int64_t q = 0; q < Q; ++q) {
+      float best = top[2 * q];
+      int winner = 0;
+      if (const float v = top[2 * q + 1]; v > best || (v != v && best == best)) best = v, winner = 1;
+      if (const float v = bottom[2 * q]; v > best || (v != v && best == best)) best = v, winner = 2;
+      if (const float v = bottom[2 * q + 1]; v > best || (v != v && best == best)) best = v, winner = 3;
+      grad_top[2 * q] = winner == 0 ? grad[q] : 0.0f;
+      grad_top[2 * q + 1] = winner == 1 ? grad[q] : 0.0f;
+      grad_bottom[2 * q] = winner == 2 ? grad[q] : 0.0f;
+      grad_bottom[2 * q + 1] = winner == 3 ? grad[q] : 0.0f;
+    }
+    if (W % 2 != 0) grad_top[W - 1] = grad_bottom[W - 1] = 0.0f;
+  }
+  std::fill(dx + 2 * P * W, dx + H * W, 0.0f);
+}
+
 // y[n,c,p,q] = max over window (p, q) of x[n,c,h,w]
 template <class T>
 void max_pool_forward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTensorView<T> y) {
   check_tensor(x, pool.shapes().input, "input");
   check_tensor(y, pool.shapes().output, "output");
   const WindowGeometry g(pool.params(), pool.shapes());
+  if constexpr (std::is_same_v<T, float>) {
+    if (is_plain_2x2(g)) {
+      parallel_over_planes(g.planes, [&](int64_t plane) {
+        max_pool_2x2_forward_plane(x.data + plane * g.H * g.W, g.W, y.data + plane * g.P * g.Q, g.P, g.Q);
+      });
+      return;
+    }
+  }
   parallel_over_planes(g.planes, [&](int64_t plane) {
     const T* input = x.data + plane * g.H * g.W;
     T* output = y.data + plane * g.P * g.Q;
@@ -155,6 +218,15 @@ void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicT
   check_tensor(dy, pool.shapes().output, "output_grad");
   check_tensor(dx, pool.shapes().input, "input_grad");
   const WindowGeometry g(pool.params(), pool.shapes());
+  if constexpr (std::is_same_v<T, float>) {
+    if (is_plain_2x2(g)) {
+      parallel_over_planes(g.planes, [&](int64_t plane) {
+        max_pool_2x2_backward_plane(x.data + plane * g.H * g.W, dy.data + plane * g.P * g.Q, g.H, g.W,
+                                    dx.data + plane * g.H * g.W, g.P, g.Q);
+      });
+      return;
+    }
+  }
   parallel_over_planes(g.planes, [&](int64_t plane) {
     const T* input = x.data + plane * g.H * g.W;
     const T* output_grad = dy.data + plane * g.P * g.Q;

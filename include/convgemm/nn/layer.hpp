@@ -78,6 +78,9 @@ class CONVGEMM_CXX_API Layer {
   // input_grad.data is null (the first layer of a model), writes dL/d(input).
   virtual void backward(ConstTensorView input, ConstTensorView output, ConstTensorView output_grad,
                         TensorView input_grad) = 0;
+  // True when output is input's memory under another shape (Flatten): a Sequential then hands the buffer through
+  // instead of calling forward and backward, which copy.
+  virtual bool reshapes_only() const { return false; }
 
   // What a random layer draws from (Dropout: its seed and its call counter), so that a checkpoint can resume the
   // same random sequence. Empty for deterministic layers. set_random_state() takes what random_state() returned and

@@ -92,8 +92,10 @@ class CONVGEMM_CXX_API Sequential {
  private:
   SampleShape input_shape_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  // activations_[i] is layer i's output, gradients_[i] dL/d(layer i's output) for all but the last layer.
+  // activations_[i] holds layer i's output, gradients_[i] dL/d(layer i's output) for all but the last layer;
+  // outputs_[i] is where layer i's output of the last forward is: its activations_, or a reshaping layer's input.
   std::vector<std::vector<float>> activations_;
+  std::vector<const float*> outputs_;
   std::vector<std::vector<float>> gradients_;
   ConstTensorView last_input_{};
   bool last_forward_trained_ = false;
