@@ -29,9 +29,10 @@ ValidColumns valid_columns(const ImageGeometry& g, int64_t s) {
 
 namespace {
 
-// Calls row(c, r, s, p, q_from, q_to, col_column) for every tap and every output row p that the pixel range
-// [pixel_begin, pixel_end) touches, where [q_from, q_to) is the part of row p inside the range and col_column
-// the column of (p, q_from) in the tile.
+// Calls row(col_row, c, r, p, valid, q_from, q_to, col_column) for every tap and every output row p that the pixel
+// range [pixel_begin, pixel_end) touches, where valid is the tap's valid_columns (computed once per tap: it
+// divides), [q_from, q_to) is the part of row p inside the range and col_column the column of (p, q_from) in the
+// tile.
 template <class RowFunction>
 void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel_end, RowFunction&& row) {
   const int64_t Q = g.output_width;
@@ -41,14 +42,32 @@ void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const int64_t col_row = (c * g.kernel_height + r) * g.kernel_width + s;
+        const ValidColumns valid = valid_columns(g, s);
         for (int64_t p = p_first; p <= p_last; ++p) {
           const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
-          row(col_row, c, r, s, p, q_from, q_to, p * Q + q_from - pixel_begin);
+          row(col_row, c, r, p, valid, q_from, q_to, p * Q + q_from - pixel_begin);
         }
       }
     }
   }
+}
+
+// Output rows are short (11 pixels in a LeNet's second layer), so a library memcpy or fill costs more in its
+// call than in its copying: these stay inline, and copy_floats moves blocks of 8 floats with fixed-size copies
+// (one vector move each), the last block shifted back to end at the row's end rather than finishing element by
+// element.
+inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
+  constexpr int64_t block = 8;
+  if (count < block) {
+    for (int64_t i = 0; i < count; ++i) dst[i] = src[i];
+    return;
+  }
+  for (int64_t i = 0; i + block < count; i += block) std::memcpy(dst + i, src + i, block * sizeof(float));
+  std::memcpy(dst + count - block, src + count - block, block * sizeof(float));
+}
+inline void zero_floats(float* dst, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
 
 CONVGEMM_VECTOR_CLONES
@@ -56,26 +75,28 @@ void im2col_cloned(const ImageGeometry& g, const float* image, int64_t pixel_beg
                    int64_t col_stride) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
-                   [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,
-                       int64_t col_column) {
+                   [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from,
+                       int64_t q_to, int64_t col_column) {
                      float* dst = col + col_row * col_stride + col_column;  // dst[q - q_from] is pixel (p, q)
                      const int64_t h = input_row(g, p, r);
-                     const ValidColumns valid = valid_columns(g, s);
-                     const int64_t first = std::clamp(valid.first, q_from, q_to);
-                     const int64_t last = std::clamp(valid.last, first, q_to);
-                     if (h < 0 || first == last) {
-                       std::fill(dst, dst + (q_to - q_from), 0.0f);
+                     if (h < 0) {
+                       zero_floats(dst, q_to - q_from);
                        return;
                      }
                      const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
-                     std::fill(dst, dst + (first - q_from), 0.0f);
+                     if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
+                       copy_floats(dst, image + row_start + q_from, q_to - q_from);
+                       return;
+                     }
+                     const int64_t first = std::clamp(valid.first, q_from, q_to);
+                     const int64_t last = std::clamp(valid.last, first, q_to);
+                     zero_floats(dst, first - q_from);
                      if (stride == 1) {
-                       std::memcpy(dst + (first - q_from), image + row_start + first,
-                                   static_cast<size_t>(last - first) * sizeof(float));
+                       copy_floats(dst + (first - q_from), image + row_start + first, last - first);
                      } else {
                        for (int64_t q = first; q < last; ++q) dst[q - q_from] = image[row_start + q * stride];
                      }
-                     std::fill(dst + (last - q_from), dst + (q_to - q_from), 0.0f);
+                     zero_floats(dst + (last - q_from), q_to - last);
                    });
 }
 
@@ -84,18 +105,17 @@ void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t 
                               int64_t pixel_end, float* image) {
   const int64_t stride = g.stride_width;
   for_each_tap_row(g, pixel_begin, pixel_end,
-                   [&](int64_t col_row, int64_t c, int64_t r, int64_t s, int64_t p, int64_t q_from, int64_t q_to,
-                       int64_t col_column) {
+                   [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from,
+                       int64_t q_to, int64_t col_column) {
                      const int64_t h = input_row(g, p, r);
-                     const ValidColumns valid = valid_columns(g, s);
                      const int64_t first = std::clamp(valid.first, q_from, q_to);
                      const int64_t last = std::clamp(valid.last, first, q_to);
                      if (h < 0 || first == last) return;  // the tap read padding: its gradient goes nowhere
                      const float* src = col + col_row * col_stride + col_column;  // src[q - q_from] is (p, q)
                      const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
                      if (stride == 1) {
-                       float* dst = image + row_start + first;
-                       const float* from = src + (first - q_from);
+                       float* __restrict dst = image + row_start + first;
+                       const float* __restrict from = src + (first - q_from);
                        for (int64_t i = 0; i < last - first; ++i) dst[i] += from[i];
                      } else {
                        for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];

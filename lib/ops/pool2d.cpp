@@ -4,7 +4,6 @@
 #include <convgemm/error.hpp>
 #include <convgemm/pool2d.hpp>
 
-#include "kernels/vector_clones.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/blocked_range.h>
@@ -14,6 +13,10 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace convgemm {
 
@@ -135,56 +138,144 @@ struct WindowGeometry {
 // ---------------------------------------------------------------------------------------------------------------
 // Max pooling
 
-// The common 2x2, stride-2, unpadded float case (the "maxpool2" of most CNNs) as branch-free selects over the four
-// taps in row-major order, which vectorise (the generic loops above do not: their window bounds vary). `beats`
-// written as a select, so ties, signed zeros and NaNs come out exactly as in the generic path.
+// The common 2x2, stride-2, unpadded float case (the "maxpool2" of most CNNs) has kernels of its own: the generic
+// loops, whose window bounds vary, do not vectorise. `beats` becomes a compare-and-select over the four taps in
+// row-major order, so ties, signed zeros and NaNs come out exactly as in the generic path.
 bool is_plain_2x2(const WindowGeometry& g) {
   return g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
 }
 
-inline float select_beating(float value, float best) {
-  return value > best || (value != value && best == best) ? value : best;
-}
+// Scalar kernels: for CPUs without AVX-512.
+inline float select_beating(float value, float best) { return beats(value, best) ? value : best; }
 
-CONVGEMM_VECTOR_CLONES
-void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
+void max_pool_2x2_forward_plane_scalar(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
   for (int64_t p = 0; p < P; ++p) {
     const float* top = x + 2 * p * W;
     const float* bottom = top + W;
-    float* row = y + p * Q;
     for (int64_t q = 0; q < Q; ++q) {
-      float best = top[2 * q];
-      best = select_beating(top[2 * q + 1], best);
-      best = select_beating(bottom[2 * q], best);
-      row[q] = select_beating(bottom[2 * q + 1], best);
+      const float best = select_beating(top[2 * q + 1], top[2 * q]);
+      y[p * Q + q] = select_beating(bottom[2 * q + 1], select_beating(bottom[2 * q], best));
     }
   }
 }
 
-// dx of one plane: each window's gradient to its first maximum, zero elsewhere (also the rows and columns an odd
-// H or W leaves outside every window).
-CONVGEMM_VECTOR_CLONES
+// dx of rows [0, 2P) of a plane: each window's gradient to its first maximum, zero elsewhere (also the column an
+// odd W leaves outside every window).
+void max_pool_2x2_backward_plane_scalar(const float* x, const float* dy, int64_t W, float* dx, int64_t P,
+                                        int64_t Q) {
+  std::fill(dx, dx + 2 * P * W, 0.0f);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t corner = 2 * p * W + 2 * q;
+      int64_t best = corner;
+      for (const int64_t tap : {corner + 1, corner + W, corner + W + 1})
+        if (beats(x[tap], x[best])) best = tap;
+      dx[best] = dy[p * Q + q];
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CONVGEMM_POOL_AVX512 1
+// AVX-512 kernels: 16 windows per step. Two loads of a row give 32 floats, split into the windows' left (even)
+// and right (odd) taps; masked loads and stores handle a row's last, partial step (13 windows in a LeNet).
+#define CONVGEMM_AVX512 __attribute__((target("avx512f")))
+
+struct WindowTaps {
+  __m512 a, b, c, d;  // top-left, top-right, bottom-left, bottom-right: row-major order
+};
+
+CONVGEMM_AVX512 inline __mmask16 prefix_mask(int64_t count) {
+  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+}
+
+CONVGEMM_AVX512 inline WindowTaps load_windows(const float* top, const float* bottom, int64_t windows) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __mmask16 low = prefix_mask(2 * windows), high = prefix_mask(2 * windows - 16);
+  const __m512 top_low = _mm512_maskz_loadu_ps(low, top), top_high = _mm512_maskz_loadu_ps(high, top + 16);
+  const __m512 bottom_low = _mm512_maskz_loadu_ps(low, bottom);
+  const __m512 bottom_high = _mm512_maskz_loadu_ps(high, bottom + 16);
+  return {_mm512_permutex2var_ps(top_low, even, top_high), _mm512_permutex2var_ps(top_low, odd, top_high),
+          _mm512_permutex2var_ps(bottom_low, even, bottom_high), _mm512_permutex2var_ps(bottom_low, odd, bottom_high)};
+}
+
+// Lanes where value beats best: greater, or a NaN over a number.
+CONVGEMM_AVX512 inline __mmask16 beats_mask(__m512 value, __m512 best) {
+  return _mm512_cmp_ps_mask(value, best, _CMP_GT_OQ) |
+         (_mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+}
+
+CONVGEMM_AVX512 void max_pool_2x2_forward_plane_avx512(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float* top = x + 2 * p * W;
+    for (int64_t q = 0; q < Q; q += 16) {
+      const int64_t windows = std::min<int64_t>(16, Q - q);
+      const WindowTaps t = load_windows(top + 2 * q, top + W + 2 * q, windows);
+      __m512 best = _mm512_mask_blend_ps(beats_mask(t.b, t.a), t.a, t.b);
+      best = _mm512_mask_blend_ps(beats_mask(t.c, best), best, t.c);
+      best = _mm512_mask_blend_ps(beats_mask(t.d, best), best, t.d);
+      _mm512_mask_storeu_ps(y + p * Q + q, prefix_mask(windows), best);
+    }
+  }
+}
+
+// One row of `windows` windows' dx: grad in the left tap where `left`, in the right tap where `right`, else 0.
+CONVGEMM_AVX512 inline void store_window_row(float* row, __m512 grad, __mmask16 left, __mmask16 right,
+                                             int64_t windows) {
+  const __m512i low_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i high_half = _mm512_add_epi32(low_half, _mm512_set1_epi32(8));
+  const __m512 l = _mm512_maskz_mov_ps(left, grad), r = _mm512_maskz_mov_ps(right, grad);
+  _mm512_mask_storeu_ps(row, prefix_mask(2 * windows), _mm512_permutex2var_ps(l, low_half, r));
+  _mm512_mask_storeu_ps(row + 16, prefix_mask(2 * windows - 16), _mm512_permutex2var_ps(l, high_half, r));
+}
+
+CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const float* dy, int64_t W, float* dx,
+                                                        int64_t P, int64_t Q) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float* top = x + 2 * p * W;
+    float* grad_top = dx + 2 * p * W;
+    if (W % 2 != 0) grad_top[W - 1] = grad_top[2 * W - 1] = 0.0f;
+    for (int64_t q = 0; q < Q; q += 16) {
+      const int64_t windows = std::min<int64_t>(16, Q - q);
+      const WindowTaps t = load_windows(top + 2 * q, top + W + 2 * q, windows);
+      const __mmask16 b_wins = beats_mask(t.b, t.a);
+      const __m512 ab = _mm512_mask_blend_ps(b_wins, t.a, t.b);
+      const __mmask16 c_wins = beats_mask(t.c, ab);
+      const __mmask16 d_wins = beats_mask(t.d, _mm512_mask_blend_ps(c_wins, ab, t.c));
+      const __m512 grad = _mm512_maskz_loadu_ps(prefix_mask(windows), dy + p * Q + q);
+      // The winner is the last tap that beat everything before it.
+      const __mmask16 d_final = d_wins, c_final = c_wins & ~d_wins, b_final = b_wins & ~c_wins & ~d_wins;
+      const __mmask16 a_final = ~(b_wins | c_wins | d_wins);
+      store_window_row(grad_top + 2 * q, grad, a_final, b_final, windows);
+      store_window_row(grad_top + W + 2 * q, grad, c_final, d_final, windows);
+    }
+  }
+}
+
+bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
+#endif
+
+void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
+#ifdef CONVGEMM_POOL_AVX512
+  static const bool avx512 = has_avx512f();
+  if (avx512) return max_pool_2x2_forward_plane_avx512(x, W, y, P, Q);
+#endif
+  max_pool_2x2_forward_plane_scalar(x, W, y, P, Q);
+}
+
+// dx of the whole plane: the windows' rows, then zeros for the row an odd H leaves outside every window.
 void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P,
                                  int64_t Q) {
-  for (int64_t p = 0; p < P; ++p) {
-    const float* top = x + 2 * p * W;
-    const float* bottom = top + W;
-    float* grad_top = dx + 2 * p * W;
-    float* grad_bottom = grad_top + W;
-    const float* grad = dy + p * Q;
-    for (int64_t q = 0; q < Q; ++q) {
-      float best = top[2 * q];
-      int winner = 0;
-      if (const float v = top[2 * q + 1]; v > best || (v != v && best == best)) best = v, winner = 1;
-      if (const float v = bottom[2 * q]; v > best || (v != v && best == best)) best = v, winner = 2;
-      if (const float v = bottom[2 * q + 1]; v > best || (v != v && best == best)) best = v, winner = 3;
-      grad_top[2 * q] = winner == 0 ? grad[q] : 0.0f;
-      grad_top[2 * q + 1] = winner == 1 ? grad[q] : 0.0f;
-      grad_bottom[2 * q] = winner == 2 ? grad[q] : 0.0f;
-      grad_bottom[2 * q + 1] = winner == 3 ? grad[q] : 0.0f;
-    }
-    if (W % 2 != 0) grad_top[W - 1] = grad_bottom[W - 1] = 0.0f;
+#ifdef CONVGEMM_POOL_AVX512
+  static const bool avx512 = has_avx512f();
+  if (avx512) {
+    max_pool_2x2_backward_plane_avx512(x, dy, W, dx, P, Q);
+  } else {
+    max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q);
   }
+#else
+  max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q);
+#endif
   std::fill(dx + 2 * P * W, dx + H * W, 0.0f);
 }
 
