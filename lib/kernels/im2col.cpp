@@ -66,6 +66,9 @@ inline void copy_floats(float* __restrict dst, const float* __restrict src, int6
   for (int64_t i = 0; i + block < count; i += block) std::memcpy(dst + i, src + i, block * sizeof(float));
   std::memcpy(dst + count - block, src + count - block, block * sizeof(float));
 }
+inline void add_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
+}
 inline void zero_floats(float* dst, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
@@ -108,15 +111,18 @@ void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t 
                    [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from,
                        int64_t q_to, int64_t col_column) {
                      const int64_t h = input_row(g, p, r);
-                     const int64_t first = std::clamp(valid.first, q_from, q_to);
-                     const int64_t last = std::clamp(valid.last, first, q_to);
-                     if (h < 0 || first == last) return;  // the tap read padding: its gradient goes nowhere
+                     if (h < 0) return;  // the tap read padding: its gradient goes nowhere
                      const float* src = col + col_row * col_stride + col_column;  // src[q - q_from] is (p, q)
                      const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
+                     if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
+                       add_floats(image + row_start + q_from, src, q_to - q_from);
+                       return;
+                     }
+                     const int64_t first = std::clamp(valid.first, q_from, q_to);
+                     const int64_t last = std::clamp(valid.last, first, q_to);
+                     if (first == last) return;
                      if (stride == 1) {
-                       float* __restrict dst = image + row_start + first;
-                       const float* __restrict from = src + (first - q_from);
-                       for (int64_t i = 0; i < last - first; ++i) dst[i] += from[i];
+                       add_floats(image + row_start + first, src + (first - q_from), last - first);
                      } else {
                        for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];
                      }
