@@ -2,6 +2,7 @@
 // the 1x1 fast path, caller-supplied workspaces, and concurrent calls on one plan from several host threads.
 #include "conv2d_tester.hpp"
 
+#include <cmath>
 #include <optional>
 #include <thread>
 
@@ -38,6 +39,38 @@ TEST_CASE("conv2d: im2col+GEMM matches the direct oracle on 600 random problems"
   CHECK(strided >= 200);
   CHECK(dilated >= 200);
   CHECK(padded >= 300);
+}
+
+TEST_CASE("conv2d: the fused ReLU post-op equals ReLU applied to the forward output, bit for bit", "[conv2d]") {
+  // Random problems (small images: several samples per tile, depthwise, 1x1) plus images of a tile or more.
+  std::vector<Conv2dParams> problems;
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < 100; ++i) problems.push_back(random_conv2d_params(rng));
+  problems.push_back({.batch = 2, .in_channels = 3, .in_height = 30, .in_width = 30, .out_channels = 5,
+                      .kernel_height = 3, .kernel_width = 3, .has_bias = true});
+  problems.push_back({.batch = 2, .in_channels = 4, .in_height = 24, .in_width = 24, .out_channels = 6,
+                      .has_bias = false});
+  int64_t negatives = 0;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    INFO("problem " << i << ": " << describe(problems[i]));
+    const Conv2dPlan plan(problems[i]);
+    const Conv2dShapes& shapes = plan.shapes();
+    std::vector<float> x(static_cast<size_t>(element_count(shapes.input)));
+    std::vector<float> w(static_cast<size_t>(element_count(shapes.weights))), b(static_cast<size_t>(shapes.bias));
+    for (auto* values : {&x, &w, &b})
+      for (float& value : *values) value = static_cast<float>(std::uniform_real_distribution<double>(-1, 1)(rng));
+    std::vector<float> plain(static_cast<size_t>(element_count(shapes.output)));
+    std::vector<float> fused(plain.size(), NAN);
+    plan.forward({x.data(), shapes.input}, {w.data(), shapes.weights}, b, {plain.data(), shapes.output});
+    plan.forward({x.data(), shapes.input}, {w.data(), shapes.weights}, b, {fused.data(), shapes.output},
+                 PostOp::relu);
+    for (float& value : plain) {
+      negatives += value < 0;
+      value = value > 0 ? value : 0.0f;
+    }
+    CHECK(fused == plain);
+  }
+  CHECK(negatives > 1000);  // the post-op had something to do
 }
 
 TEST_CASE("conv2d: the 1x1 fast path skips im2col, and on images of a tile or more it needs no workspace", "[conv2d]") {

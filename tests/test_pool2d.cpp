@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -220,6 +221,29 @@ TEST_CASE("pool2d: the vectorised 2x2 stride-2 float path equals the generic pat
                   << params.in_width);
     for (size_t i = 0; i < y.size(); ++i) CHECK(same_bits(y_float[i], y[i]));
     for (size_t i = 0; i < dx.size(); ++i) CHECK(same_bits(dx_float[i], dx[i]));
+  }
+}
+
+TEST_CASE("pool2d: backward_after_relu is backward times [input > 0]", "[pool2d]") {
+  // 2x2/2 (the vectorised path) and 3x3/1 (generic, overlapping windows) on ReLU outputs with ties at zero.
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int> small(-2, 2);
+  for (const int64_t kernel : {2, 3}) {
+    const Pool2dParams params{.batch = 2, .channels = 3, .in_height = 9, .in_width = 20, .kernel_height = kernel,
+                              .kernel_width = kernel, .stride = {4 - kernel, 4 - kernel}};
+    const MaxPool2d pool(params);
+    std::vector<float> x(static_cast<size_t>(element_count(pool.shapes().input)));
+    for (float& value : x) value = std::max(0.0f, static_cast<float>(small(rng)));
+    std::vector<float> dy(static_cast<size_t>(element_count(pool.shapes().output)));
+    for (float& value : dy) value = static_cast<float>(small(rng));
+    std::vector<float> expected(x.size()), fused(x.size(), -1.0f);
+    pool.backward({x.data(), pool.shapes().input}, {dy.data(), pool.shapes().output},
+                  {expected.data(), pool.shapes().input});
+    for (size_t i = 0; i < x.size(); ++i) expected[i] = x[i] > 0 ? expected[i] : 0.0f;
+    pool.backward_after_relu({x.data(), pool.shapes().input}, {dy.data(), pool.shapes().output},
+                             {fused.data(), pool.shapes().input});
+    INFO("kernel " << kernel);
+    CHECK(fused == expected);
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -164,6 +165,47 @@ TEST_CASE("sequential: whole-model gradients match finite differences", "[sequen
     const std::vector<float> analytic = parameter->grad;
     check_float_gradient(parameter->value, loss, analytic, parameter->name);
   }
+}
+
+TEST_CASE("sequential: fused ReLUs give the unfused model's outputs and gradients bit for bit", "[sequential]") {
+  // conv -> relu -> maxpool2 fuses both ways (the conv's post-op, the pooling's masked routing); depthwise conv ->
+  // relu -> maxpool3s2 does too, on the depthwise and generic pooling paths; relu after dense, and relu before
+  // flatten, stay layers of their own. Inputs and weights include exact zeros and NaN-free ties: integers.
+  const char* spec = "conv6k3p1,relu,maxpool2,conv6k3g6,relu,maxpool3s2,conv4k1,relu,flatten,dense5,relu,dense3";
+  Sequential fused = Sequential::from_spec(spec, {2, 13, 13});
+  Sequential unfused = Sequential::from_spec(spec, {2, 13, 13}, /*fuse_layers=*/false);
+  fused.initialize(3);
+  unfused.initialize(3);
+  std::mt19937_64 rng(4);
+  std::uniform_int_distribution<int> small(-2, 2);
+  for (Parameter* parameter : fused.parameters())
+    for (float& value : parameter->value) value = static_cast<float>(small(rng)) / 4;
+  const auto fused_parameters = fused.parameters();
+  const auto unfused_parameters = unfused.parameters();
+  for (size_t i = 0; i < fused_parameters.size(); ++i) unfused_parameters[i]->value = fused_parameters[i]->value;
+
+  const Shape4 in_shape = batch_shape(3, fused.input_shape());
+  const Shape4 out_shape = batch_shape(3, fused.output_shape());
+  std::vector<float> x(static_cast<size_t>(convgemm::element_count(in_shape)));
+  for (float& value : x) value = static_cast<float>(small(rng));
+  std::vector<float> dy(static_cast<size_t>(convgemm::element_count(out_shape)));
+  for (float& value : dy) value = static_cast<float>(small(rng));
+
+  const ConstTensorView y_fused = fused.forward({x.data(), in_shape}, true);
+  const ConstTensorView y_unfused = unfused.forward({x.data(), in_shape}, true);
+  CHECK(std::vector<float>(y_fused.data, y_fused.data + y_fused.size()) ==
+        std::vector<float>(y_unfused.data, y_unfused.data + y_unfused.size()));
+  fused.backward({dy.data(), out_shape});
+  unfused.backward({dy.data(), out_shape});
+  for (size_t i = 0; i < fused_parameters.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(fused_parameters[i]->grad == unfused_parameters[i]->grad);
+  }
+  // The gradients are not all zero: the comparison has something to compare.
+  double magnitude = 0;
+  for (const Parameter* parameter : fused_parameters)
+    for (const float g : parameter->grad) magnitude += std::fabs(g);
+  CHECK(magnitude > 1);
 }
 
 TEST_CASE("sequential: buffers grow to the largest batch and are reused", "[sequential]") {

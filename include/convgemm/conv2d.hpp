@@ -85,6 +85,9 @@ enum class Conv2dDirection { forward, backward_data, backward_weights, backward_
 // Whether a gradient call overwrites its output or adds to it (beta = 1), for frameworks that sum gradients.
 enum class GradientMode { overwrite, accumulate };
 
+// An activation fused into the end of a forward call.
+enum class PostOp { none, relu };
+
 // How a call spreads over the threads. Every choice computes the same result (dW and db bitwise).
 enum class Parallelism {
   automatic,      // across the batch when it gives every thread work, else within each sample
@@ -141,6 +144,11 @@ class CONVGEMM_CXX_API Conv2dPlan {
   // y = W * im2col(x) + b, one GEMM per sample and group.
   void forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
                std::span<std::byte> workspace = {}) const;
+  // The same followed by an activation, applied to each tile while it is still in cache (oneDNN's post-op):
+  // PostOp::relu writes max(y, 0) (0 for NaN, as relu_forward). The backward calls still take the gradient with
+  // respect to the convolution's own output y, before the activation.
+  void forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
+               PostOp post_op, std::span<std::byte> workspace = {}) const;
   // dx = col2im(W^T * dy): the full convolution of dy with the 180-degree-rotated filter.
   void backward_data(ConstTensorView output_grad, ConstTensorView weights, TensorView input_grad,
                      std::span<std::byte> workspace = {}) const;

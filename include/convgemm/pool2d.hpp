@@ -56,6 +56,9 @@ class CONVGEMM_CXX_API MaxPool2d {
   // first in row-major window order wins, so a tie sends the whole gradient to one pixel. Overwrites dx.
   void backward(ConstTensorView input, ConstTensorView output_grad, TensorView input_grad) const;
   void backward(ConstTensorViewF64 input, ConstTensorViewF64 output_grad, TensorViewF64 input_grad) const;
+  // A ReLU and this pooling differentiated in one pass: `input` is the ReLU's output (this pooling's input) and
+  // input_grad becomes the gradient with respect to the ReLU's input, backward()'s dx times [input > 0].
+  void backward_after_relu(ConstTensorView input, ConstTensorView output_grad, TensorView input_grad) const;
 
  private:
   Pool2dParams params_;

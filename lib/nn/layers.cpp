@@ -142,7 +142,12 @@ class PlannedConvolutionLayer : public Layer {
   }
 
   void forward(ConstTensorView input, TensorView output, bool) override {
-    plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
+    if constexpr (std::is_same_v<Plan, Conv2dPlan>) {
+      plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output,
+                                   output_relu_ ? PostOp::relu : PostOp::none);
+    } else {
+      plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
+    }
   }
   void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
     const Plan& p = plan(input.shape[0]);
@@ -153,6 +158,7 @@ class PlannedConvolutionLayer : public Layer {
 
  protected:
   Params params_;
+  bool output_relu_ = false;  // a fused ReLU (Conv2d only)
 
  private:
   ConstTensorView weights() const { return {parameters_[0].value.data(), to_shape4(parameters_[0].shape)}; }
@@ -175,6 +181,10 @@ class Conv2dLayer final : public PlannedConvolutionLayer<Conv2dPlan, Conv2dParam
                                 params.out_channels) {}
 
   std::string type() const override { return "Conv2d"; }
+  bool fuse_output_relu() override {
+    output_relu_ = true;
+    return true;
+  }
   std::string describe() const override {
     return "Conv2d(" + std::to_string(params_.in_channels) + "->" + std::to_string(params_.out_channels) + ", " +
            size_text(params_.kernel_height, params_.kernel_width) +
@@ -284,11 +294,20 @@ class Pool2dLayer final : public Layer {
   std::string type() const override { return type_; }
   std::string describe() const override { return pool_text(type_, params_); }
 
+  bool fuse_input_relu_gradient() override {
+    after_relu_ = std::is_same_v<Pool, convgemm::MaxPool2d>;
+    return after_relu_;
+  }
+
   void forward(ConstTensorView input, TensorView output, bool) override { op(input.shape[0]).forward(input, output); }
   void backward(ConstTensorView input, ConstTensorView, ConstTensorView output_grad, TensorView input_grad) override {
     if (input_grad.data == nullptr) return;
     if constexpr (std::is_same_v<Pool, convgemm::MaxPool2d>) {
-      op(input.shape[0]).backward(input, output_grad, input_grad);
+      if (after_relu_) {
+        op(input.shape[0]).backward_after_relu(input, output_grad, input_grad);
+      } else {
+        op(input.shape[0]).backward(input, output_grad, input_grad);
+      }
     } else {
       op(input.shape[0]).backward(output_grad, input_grad);
     }
@@ -305,6 +324,7 @@ class Pool2dLayer final : public Layer {
 
   Pool2dParams params_;
   const char* type_;
+  bool after_relu_ = false;  // a fused ReLU's derivative (MaxPool2d only)
   PerBatchSize<Pool> ops_;
 };
 
@@ -349,6 +369,7 @@ class ActivationLayer final : public Layer {
       : Layer(input, input), type_(type), forward_(forward_function), backward_(backward_function) {}
 
   std::string type() const override { return type_; }
+  bool is_relu() const override { return forward_ == Forward{relu_forward}; }
   void forward(ConstTensorView input, TensorView output, bool) override {
     check_tensor(output, input.shape, "output");
     forward_(flat(input), flat(output));

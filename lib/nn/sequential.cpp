@@ -12,7 +12,8 @@
 
 namespace convgemm::nn {
 
-Sequential::Sequential(const SampleShape& input_shape) : input_shape_(input_shape) {
+Sequential::Sequential(const SampleShape& input_shape, bool fuse_layers)
+    : input_shape_(input_shape), fuse_layers_(fuse_layers) {
   require_positive(input_shape[0], "input_shape channels");
   require_positive(input_shape[1], "input_shape height");
   require_positive(input_shape[2], "input_shape width");
@@ -33,6 +34,14 @@ Sequential& Sequential::add(std::unique_ptr<Layer> layer) {
   activations_.emplace_back();
   gradients_.emplace_back();
   outputs_.emplace_back();
+  Layer& added = *layers_.back();
+  skipped_.push_back({.forward = added.reshapes_only(), .backward = added.reshapes_only()});
+  if (fuse_layers_ && layers_.size() >= 2) {
+    const size_t i = layers_.size() - 1;
+    Layer& previous = *layers_[i - 1];
+    if (added.is_relu() && previous.fuse_output_relu()) skipped_[i].forward = true;
+    if (previous.is_relu() && added.fuse_input_relu_gradient()) skipped_[i - 1].backward = true;
+  }
   return *this;
 }
 
@@ -120,7 +129,7 @@ ConstTensorView Sequential::forward(ConstTensorView input, bool training) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& layer = *layers_[i];
     const Shape4 shape = batch_shape(batch, layer.output_shape());
-    if (layer.reshapes_only()) {
+    if (skipped_[i].forward) {  // the buffer passes through: reshaped, or already ReLU'd by the layer before
       outputs_[i] = current.data;
       current = {current.data, shape};
       continue;
@@ -149,7 +158,7 @@ void Sequential::backward(ConstTensorView output_grad) {
     Layer& layer = *layers_[i];
     const ConstTensorView input =
         i == 0 ? last_input_ : ConstTensorView{outputs_[i - 1], batch_shape(batch, layer.input_shape())};
-    if (layer.reshapes_only()) {
+    if (skipped_[i].backward) {  // reshaped, or the layer after already applied the ReLU's derivative
       current_grad = {current_grad.data, input.shape};
       continue;
     }

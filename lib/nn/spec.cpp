@@ -192,8 +192,8 @@ void add_token(Sequential& model, const Token& token, size_t index) {
 
 }  // namespace
 
-Sequential Sequential::from_spec(std::string_view spec, const SampleShape& input_shape) {
-  Sequential model(input_shape);
+Sequential Sequential::from_spec(std::string_view spec, const SampleShape& input_shape, bool fuse_layers) {
+  Sequential model(input_shape, fuse_layers);
   size_t index = 0;
   size_t begin = 0;
   while (true) {

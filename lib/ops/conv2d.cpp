@@ -12,7 +12,7 @@
 #include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/im2col.hpp"
-#include "kernels/reduce.hpp"
+#include "kernels/rows.hpp"
 #include "ops/convolution_params.hpp"
 #include "tensor_checks.hpp"
 #include "workspace.hpp"
@@ -496,7 +496,8 @@ struct Conv2dPlan::Impl {
   // y[:, tile] = W * im2col(x)[:, tile] + b. The bias is written first and the GEMM adds onto it (beta = 1):
   // OpenBLAS would otherwise clear C for beta = 0, and a separate bias pass would touch y a third time.
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
-                    SlotBuffers buffers) const {
+                    SlotBuffers buffers, PostOp post_op) const {
+    const bool relu = post_op == PostOp::relu;
     for (int64_t g = 0; g < params.groups; ++g) {
       const Columns cols = lower(input, g, 0, group_in_channels, tile, buffers.col);
       const float* weights_g = weights + g * group_out_channels * col_rows;
@@ -510,6 +511,9 @@ struct Conv2dPlan::Impl {
         }
         sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
               cols.data, cols.stride, bias == nullptr ? 0.0f : 1.0f, y, output_pixels);
+        if (relu) {
+          for (int64_t k = 0; k < group_out_channels; ++k) kernels::relu_in_place(y + k * output_pixels, tile.width());
+        }
         continue;
       }
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
@@ -519,7 +523,12 @@ struct Conv2dPlan::Impl {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
           const float b = bias_of(k);
-          std::transform(from, from + output_pixels, output + output_offset(n, g, k), [b](float v) { return v + b; });
+          float* y = output + output_offset(n, g, k);
+          if (relu) {
+            std::transform(from, from + output_pixels, y, [b](float v) { return v + b > 0.0f ? v + b : 0.0f; });
+          } else {
+            std::transform(from, from + output_pixels, y, [b](float v) { return v + b; });
+          }
         }
       }
     }
@@ -624,6 +633,11 @@ std::string Conv2dPlan::describe() const {
 
 void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
                          std::span<std::byte> workspace) const {
+  forward(input, weights, bias, output, PostOp::none, workspace);
+}
+
+void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::span<const float> bias, TensorView output,
+                         PostOp post_op, std::span<std::byte> workspace) const {
   const Impl& plan = *impl_;
   check_tensor(input, plan.shapes.input, "input");
   check_tensor(weights, plan.shapes.weights, "weights");
@@ -646,6 +660,7 @@ void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::sp
             std::fill(y, y + plan.output_pixels, bias_data == nullptr ? 0.0f : bias_data[k]);
             kernels::depthwise_forward(single, plan.input_channels(input.data, n, 0, c),
                                        weights.data + k * plan.filter_size(), y);
+            if (post_op == PostOp::relu) kernels::relu_in_place(y, plan.output_pixels);
           }
         }
       });
@@ -656,7 +671,7 @@ void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::sp
     plan.parallel_over_tiles([&](int64_t slot, int64_t begin, int64_t end) {
       const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
       for (int64_t t = begin; t < end; ++t) {
-        plan.forward_tile(input.data, weights.data, bias_data, output.data, plan.tiling.tile(t), buffers);
+        plan.forward_tile(input.data, weights.data, bias_data, output.data, plan.tiling.tile(t), buffers, post_op);
       }
     });
   });

@@ -161,8 +161,8 @@ void max_pool_2x2_forward_plane_scalar(const float* x, int64_t W, float* y, int6
 
 // dx of rows [0, 2P) of a plane: each window's gradient to its first maximum, zero elsewhere (also the column an
 // odd W leaves outside every window).
-void max_pool_2x2_backward_plane_scalar(const float* x, const float* dy, int64_t W, float* dx, int64_t P,
-                                        int64_t Q) {
+void max_pool_2x2_backward_plane_scalar(const float* x, const float* dy, int64_t W, float* dx, int64_t P, int64_t Q,
+                                        bool after_relu) {
   std::fill(dx, dx + 2 * P * W, 0.0f);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t q = 0; q < Q; ++q) {
@@ -170,7 +170,7 @@ void max_pool_2x2_backward_plane_scalar(const float* x, const float* dy, int64_t
       int64_t best = corner;
       for (const int64_t tap : {corner + 1, corner + W, corner + W + 1})
         if (beats(x[tap], x[best])) best = tap;
-      dx[best] = dy[p * Q + q];
+      if (!after_relu || x[best] > 0.0f) dx[best] = dy[p * Q + q];
     }
 }
 
@@ -230,7 +230,7 @@ CONVGEMM_AVX512 inline void store_window_row(float* row, __m512 grad, __mmask16 
 }
 
 CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const float* dy, int64_t W, float* dx,
-                                                        int64_t P, int64_t Q) {
+                                                        int64_t P, int64_t Q, bool after_relu) {
   for (int64_t p = 0; p < P; ++p) {
     const float* top = x + 2 * p * W;
     float* grad_top = dx + 2 * p * W;
@@ -241,8 +241,13 @@ CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const fl
       const __mmask16 b_wins = beats_mask(t.b, t.a);
       const __m512 ab = _mm512_mask_blend_ps(b_wins, t.a, t.b);
       const __mmask16 c_wins = beats_mask(t.c, ab);
-      const __mmask16 d_wins = beats_mask(t.d, _mm512_mask_blend_ps(c_wins, ab, t.c));
-      const __m512 grad = _mm512_maskz_loadu_ps(prefix_mask(windows), dy + p * Q + q);
+      const __m512 abc = _mm512_mask_blend_ps(c_wins, ab, t.c);
+      const __mmask16 d_wins = beats_mask(t.d, abc);
+      // After a ReLU, windows whose maximum is not positive pass no gradient.
+      const __mmask16 passes =
+          after_relu ? _mm512_cmp_ps_mask(_mm512_mask_blend_ps(d_wins, abc, t.d), _mm512_setzero_ps(), _CMP_GT_OQ)
+                     : __mmask16(0xFFFF);
+      const __m512 grad = _mm512_maskz_loadu_ps(prefix_mask(windows) & passes, dy + p * Q + q);
       // The winner is the last tap that beat everything before it.
       const __mmask16 d_final = d_wins, c_final = c_wins & ~d_wins, b_final = b_wins & ~c_wins & ~d_wins;
       const __mmask16 a_final = ~(b_wins | c_wins | d_wins);
@@ -265,16 +270,16 @@ void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, 
 
 // dx of the whole plane: the windows' rows, then zeros for the row an odd H leaves outside every window.
 void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P,
-                                 int64_t Q) {
+                                 int64_t Q, bool after_relu) {
 #ifdef CONVGEMM_POOL_AVX512
   static const bool avx512 = has_avx512f();
   if (avx512) {
-    max_pool_2x2_backward_plane_avx512(x, dy, W, dx, P, Q);
+    max_pool_2x2_backward_plane_avx512(x, dy, W, dx, P, Q, after_relu);
   } else {
-    max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q);
+    max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q, after_relu);
   }
 #else
-  max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q);
+  max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q, after_relu);
 #endif
   std::fill(dx + 2 * P * W, dx + H * W, 0.0f);
 }
@@ -301,10 +306,10 @@ void max_pool_forward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTe
   });
 }
 
-// dx[n,c,h,w] = sum of dy[n,c,p,q] over the windows whose arg-max is (h, w)
+// dx[n,c,h,w] = sum of dy[n,c,p,q] over the windows whose arg-max is (h, w), times [x > 0] after a ReLU
 template <class T>
 void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTensorView<const T> dy,
-                       BasicTensorView<T> dx) {
+                       BasicTensorView<T> dx, bool after_relu = false) {
   check_tensor(x, pool.shapes().input, "input");
   check_tensor(dy, pool.shapes().output, "output_grad");
   check_tensor(dx, pool.shapes().input, "input_grad");
@@ -313,7 +318,7 @@ void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicT
     if (is_plain_2x2(g)) {
       parallel_over_planes(g.planes, [&](int64_t plane) {
         max_pool_2x2_backward_plane(x.data + plane * g.H * g.W, dy.data + plane * g.P * g.Q, g.H, g.W,
-                                    dx.data + plane * g.H * g.W, g.P, g.Q);
+                                    dx.data + plane * g.H * g.W, g.P, g.Q, after_relu);
       });
       return;
     }
@@ -324,7 +329,10 @@ void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicT
     T* input_grad = dx.data + plane * g.H * g.W;
     std::fill(input_grad, input_grad + g.H * g.W, T{0});
     for (int64_t p = 0; p < g.P; ++p)
-      for (int64_t q = 0; q < g.Q; ++q) input_grad[g.argmax(input, p, q)] += output_grad[p * g.Q + q];
+      for (int64_t q = 0; q < g.Q; ++q) {
+        const int64_t best = g.argmax(input, p, q);
+        if (!after_relu || input[best] > T{0}) input_grad[best] += output_grad[p * g.Q + q];
+      }
   });
 }
 
@@ -428,6 +436,9 @@ void MaxPool2d::backward(ConstTensorView input, ConstTensorView output_grad, Ten
 }
 void MaxPool2d::backward(ConstTensorViewF64 input, ConstTensorViewF64 output_grad, TensorViewF64 input_grad) const {
   max_pool_backward<double>(*this, input, output_grad, input_grad);
+}
+void MaxPool2d::backward_after_relu(ConstTensorView input, ConstTensorView output_grad, TensorView input_grad) const {
+  max_pool_backward<float>(*this, input, output_grad, input_grad, true);
 }
 
 void AvgPool2d::forward(ConstTensorView input, TensorView output) const {

@@ -82,6 +82,15 @@ class CONVGEMM_CXX_API Layer {
   // instead of calling forward and backward, which copy.
   virtual bool reshapes_only() const { return false; }
 
+  // Fusion inside a Sequential; a layer used on its own is never fused. A ReLU (is_relu()) is folded into its
+  // neighbours where they allow it: fuse_output_relu() asks the layer before it to write max(output, 0) from then on
+  // (Conv2d: a post-op on each tile while it is in cache), fuse_input_relu_gradient() asks the layer after it to
+  // write its input gradient times [input > 0] from then on (MaxPool2d: while routing). Each returns whether the
+  // layer did so; the Sequential then skips the ReLU's forward or backward pass over the whole activation.
+  virtual bool is_relu() const { return false; }
+  virtual bool fuse_output_relu() { return false; }
+  virtual bool fuse_input_relu_gradient() { return false; }
+
   // What a random layer draws from (Dropout: its seed and its call counter), so that a checkpoint can resume the
   // same random sequence. Empty for deterministic layers. set_random_state() takes what random_state() returned and
   // throws convgemm::Error naming "random_state" for anything else, changing nothing.

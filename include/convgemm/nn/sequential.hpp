@@ -36,10 +36,11 @@ namespace convgemm::nn {
 
 class CONVGEMM_CXX_API Sequential {
  public:
-  // An empty model for samples of input_shape {C, H, W}.
-  explicit Sequential(const SampleShape& input_shape);
+  // An empty model for samples of input_shape {C, H, W}. With fuse_layers, add() folds each ReLU into the layers
+  // around it where they support it (Layer::is_relu): same results, bit for bit, with fewer passes over memory.
+  explicit Sequential(const SampleShape& input_shape, bool fuse_layers = true);
   // The model a spec describes (grammar above), for samples of input_shape. Not initialised: call initialize().
-  static Sequential from_spec(std::string_view spec, const SampleShape& input_shape);
+  static Sequential from_spec(std::string_view spec, const SampleShape& input_shape, bool fuse_layers = true);
 
   Sequential(Sequential&&) noexcept;
   Sequential& operator=(Sequential&&) noexcept;
@@ -96,6 +97,12 @@ class CONVGEMM_CXX_API Sequential {
   // outputs_[i] is where layer i's output of the last forward is: its activations_, or a reshaping layer's input.
   std::vector<std::vector<float>> activations_;
   std::vector<const float*> outputs_;
+  // Per layer: its forward / backward is done by a neighbour (a fused ReLU) or is a reshape (Flatten).
+  struct Skipped {
+    bool forward = false, backward = false;
+  };
+  std::vector<Skipped> skipped_;
+  bool fuse_layers_ = true;
   std::vector<std::vector<float>> gradients_;
   ConstTensorView last_input_{};
   bool last_forward_trained_ = false;

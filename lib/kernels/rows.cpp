@@ -1,4 +1,4 @@
-#include "kernels/reduce.hpp"
+#include "kernels/rows.hpp"
 #include "kernels/vector_clones.hpp"
 
 namespace convgemm::kernels {
@@ -18,7 +18,14 @@ double sum_in_double_cloned(const float* x, int64_t n) {
   return total;
 }
 
+CONVGEMM_VECTOR_CLONES
+void relu_in_place_cloned(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
 }  // namespace
+
+void relu_in_place(float* x, int64_t n) { relu_in_place_cloned(x, n); }
 
 double sum_in_double(const float* x, int64_t n) { return sum_in_double_cloned(x, n); }
 
