@@ -32,17 +32,30 @@ namespace {
 // Calls row(col_row, c, r, p, valid, q_from, q_to, col_column) for every tap and every output row p that the pixel
 // range [pixel_begin, pixel_end) touches, where valid is the tap's valid_columns (computed once per tap: it
 // divides), [q_from, q_to) is the part of row p inside the range and col_column the column of (p, q_from) in the
-// tile.
-template <class RowFunction>
-void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel_end, RowFunction&& row) {
+// tile. A tap that reads inside the image on every one of those rows, at horizontal stride 1 (every tap of an
+// unpadded stride-1 convolution), goes to span(col_row, input_start, p_first, p_last) instead: each of its rows is a
+// plain span of the input, starting at input_start(p) + q_from, with no bounds to check.
+template <class RowFunction, class SpanFunction>
+CONVGEMM_CLONE_INLINE inline void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel_end,
+                                                   RowFunction&& row, SpanFunction&& span) {
   const int64_t Q = g.output_width;
   const int64_t p_first = pixel_begin / Q;
   const int64_t p_last = (pixel_end - 1) / Q;
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
+      // Input rows grow with p, so the first and last rows being inside puts every row between inside.
+      const bool rows_inside = input_row(g, p_first, r) >= 0 && input_row(g, p_last, r) >= 0;
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const int64_t col_row = (c * g.kernel_height + r) * g.kernel_width + s;
         const ValidColumns valid = valid_columns(g, s);
+        if (rows_inside && g.stride_width == 1 && valid.first == 0 && valid.last == Q) {
+          span(
+              col_row,
+              [&](int64_t p)
+                  CONVGEMM_CLONE_INLINE { return (c * g.height + input_row(g, p, r)) * g.width + valid.input_offset; },
+              p_first, p_last);
+          continue;
+        }
         for (int64_t p = p_first; p <= p_last; ++p) {
           const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
@@ -57,7 +70,7 @@ void for_each_tap_row(const ImageGeometry& g, int64_t pixel_begin, int64_t pixel
 // call than in its copying: these stay inline, and copy_floats moves blocks of 8 floats with fixed-size copies
 // (one vector move each), the last block shifted back to end at the row's end rather than finishing element by
 // element.
-inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
+CONVGEMM_CLONE_INLINE inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
   constexpr int64_t block = 8;
   if (count < block) {
     for (int64_t i = 0; i < count; ++i) dst[i] = src[i];
@@ -66,10 +79,10 @@ inline void copy_floats(float* __restrict dst, const float* __restrict src, int6
   for (int64_t i = 0; i + block < count; i += block) std::memcpy(dst + i, src + i, block * sizeof(float));
   std::memcpy(dst + count - block, src + count - block, block * sizeof(float));
 }
-inline void add_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
+CONVGEMM_CLONE_INLINE inline void add_floats(float* __restrict dst, const float* __restrict src, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
 }
-inline void zero_floats(float* dst, int64_t count) {
+CONVGEMM_CLONE_INLINE inline void zero_floats(float* dst, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = 0.0f;
 }
 
@@ -77,56 +90,76 @@ CONVGEMM_VECTOR_CLONES
 void im2col_cloned(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
                    int64_t col_stride) {
   const int64_t stride = g.stride_width;
-  for_each_tap_row(g, pixel_begin, pixel_end,
-                   [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from,
-                       int64_t q_to, int64_t col_column) {
-                     float* dst = col + col_row * col_stride + col_column;  // dst[q - q_from] is pixel (p, q)
-                     const int64_t h = input_row(g, p, r);
-                     if (h < 0) {
-                       zero_floats(dst, q_to - q_from);
-                       return;
-                     }
-                     const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
-                     if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
-                       copy_floats(dst, image + row_start + q_from, q_to - q_from);
-                       return;
-                     }
-                     const int64_t first = std::clamp(valid.first, q_from, q_to);
-                     const int64_t last = std::clamp(valid.last, first, q_to);
-                     zero_floats(dst, first - q_from);
-                     if (stride == 1) {
-                       copy_floats(dst + (first - q_from), image + row_start + first, last - first);
-                     } else {
-                       for (int64_t q = first; q < last; ++q) dst[q - q_from] = image[row_start + q * stride];
-                     }
-                     zero_floats(dst + (last - q_from), q_to - last);
-                   });
+  for_each_tap_row(
+      g, pixel_begin, pixel_end,
+      [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from, int64_t q_to,
+          int64_t col_column) CONVGEMM_CLONE_INLINE {
+        float* dst = col + col_row * col_stride + col_column;  // dst[q - q_from] is pixel (p, q)
+        const int64_t h = input_row(g, p, r);
+        if (h < 0) {
+          zero_floats(dst, q_to - q_from);
+          return;
+        }
+        const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
+        if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
+          copy_floats(dst, image + row_start + q_from, q_to - q_from);
+          return;
+        }
+        const int64_t first = std::clamp(valid.first, q_from, q_to);
+        const int64_t last = std::clamp(valid.last, first, q_to);
+        zero_floats(dst, first - q_from);
+        if (stride == 1) {
+          copy_floats(dst + (first - q_from), image + row_start + first, last - first);
+        } else {
+          for (int64_t q = first; q < last; ++q) dst[q - q_from] = image[row_start + q * stride];
+        }
+        zero_floats(dst + (last - q_from), q_to - last);
+      },
+      [&](int64_t col_row, const auto& input_start, int64_t p_first, int64_t p_last) CONVGEMM_CLONE_INLINE {
+        const int64_t Q = g.output_width;
+        for (int64_t p = p_first; p <= p_last; ++p) {
+          const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
+          const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
+          copy_floats(col + col_row * col_stride + p * Q + q_from - pixel_begin, image + input_start(p) + q_from,
+                      q_to - q_from);
+        }
+      });
 }
 
 CONVGEMM_VECTOR_CLONES
 void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
                               int64_t pixel_end, float* image) {
   const int64_t stride = g.stride_width;
-  for_each_tap_row(g, pixel_begin, pixel_end,
-                   [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from,
-                       int64_t q_to, int64_t col_column) {
-                     const int64_t h = input_row(g, p, r);
-                     if (h < 0) return;  // the tap read padding: its gradient goes nowhere
-                     const float* src = col + col_row * col_stride + col_column;  // src[q - q_from] is (p, q)
-                     const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
-                     if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
-                       add_floats(image + row_start + q_from, src, q_to - q_from);
-                       return;
-                     }
-                     const int64_t first = std::clamp(valid.first, q_from, q_to);
-                     const int64_t last = std::clamp(valid.last, first, q_to);
-                     if (first == last) return;
-                     if (stride == 1) {
-                       add_floats(image + row_start + first, src + (first - q_from), last - first);
-                     } else {
-                       for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];
-                     }
-                   });
+  for_each_tap_row(
+      g, pixel_begin, pixel_end,
+      [&](int64_t col_row, int64_t c, int64_t r, int64_t p, const ValidColumns& valid, int64_t q_from, int64_t q_to,
+          int64_t col_column) CONVGEMM_CLONE_INLINE {
+        const int64_t h = input_row(g, p, r);
+        if (h < 0) return;                                           // the tap read padding: its gradient goes nowhere
+        const float* src = col + col_row * col_stride + col_column;  // src[q - q_from] is (p, q)
+        const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;
+        if (stride == 1 && valid.first <= q_from && q_to <= valid.last) {  // no padding in the row
+          add_floats(image + row_start + q_from, src, q_to - q_from);
+          return;
+        }
+        const int64_t first = std::clamp(valid.first, q_from, q_to);
+        const int64_t last = std::clamp(valid.last, first, q_to);
+        if (first == last) return;
+        if (stride == 1) {
+          add_floats(image + row_start + first, src + (first - q_from), last - first);
+        } else {
+          for (int64_t q = first; q < last; ++q) image[row_start + q * stride] += src[q - q_from];
+        }
+      },
+      [&](int64_t col_row, const auto& input_start, int64_t p_first, int64_t p_last) CONVGEMM_CLONE_INLINE {
+        const int64_t Q = g.output_width;
+        for (int64_t p = p_first; p <= p_last; ++p) {
+          const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
+          const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
+          add_floats(image + input_start(p) + q_from, col + col_row * col_stride + p * Q + q_from - pixel_begin,
+                     q_to - q_from);
+        }
+      });
 }
 
 }  // namespace

@@ -11,3 +11,12 @@
 #else
 #define CONVGEMM_VECTOR_CLONES
 #endif
+
+// Only the cloned function itself is multiplied: a template it instantiates or a lambda it calls is a function of
+// its own, compiled for baseline x86-64 (SSE2), unless it is inlined into each clone. Helpers and lambdas of cloned
+// functions therefore carry CONVGEMM_CLONE_INLINE (after a lambda's parameter list).
+#if defined(__GNUC__)
+#define CONVGEMM_CLONE_INLINE __attribute__((always_inline))
+#else
+#define CONVGEMM_CLONE_INLINE
+#endif
