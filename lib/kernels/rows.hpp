@@ -1,5 +1,5 @@
 // Passes over float rows: sums in double, in a fixed order that does not depend on threads (the bias gradients'
-// reduction), and ReLU in place (a convolution's fused post-op).
+// reduction), ReLU in place and bias addition (a convolution's epilogue). Built for each vector width.
 #pragma once
 
 #include <cstdint>
@@ -12,5 +12,8 @@ double sum_in_double(const float* x, int64_t n);
 
 // x[i] = max(x[i], 0), 0 for NaN: relu_forward's definition.
 void relu_in_place(float* x, int64_t n);
+
+// y[i] = x[i] + bias, or max(x[i] + bias, 0) with relu: a GEMM's output spread back to its tensor.
+void add_bias(const float* x, int64_t n, float bias, bool relu, float* y);
 
 }  // namespace convgemm::kernels

@@ -522,13 +522,7 @@ struct Conv2dPlan::Impl {
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
-          const float b = bias_of(k);
-          float* y = output + output_offset(n, g, k);
-          if (relu) {
-            std::transform(from, from + output_pixels, y, [b](float v) { return v + b > 0.0f ? v + b : 0.0f; });
-          } else {
-            std::transform(from, from + output_pixels, y, [b](float v) { return v + b; });
-          }
+          kernels::add_bias(from, output_pixels, bias_of(k), relu, output + output_offset(n, g, k));
         }
       }
     }
