@@ -19,12 +19,7 @@ double sum_in_double_cloned(const float* x, int64_t n) {
 }
 
 CONVGEMM_VECTOR_CLONES
-void relu_in_place_cloned(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
-CONVGEMM_VECTOR_CLONES
-void add_bias_cloned(const float* __restrict x, int64_t n, float bias, bool relu, float* __restrict y) {
+void add_bias_cloned(const float* x, int64_t n, float bias, bool relu, float* y) {
   if (relu) {
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] + bias > 0.0f ? x[i] + bias : 0.0f;
   } else {
@@ -34,10 +29,9 @@ void add_bias_cloned(const float* __restrict x, int64_t n, float bias, bool relu
 
 }  // namespace
 
-void relu_in_place(float* x, int64_t n) { relu_in_place_cloned(x, n); }
+double sum_in_double(const float* x, int64_t n) { return sum_in_double_cloned(x, n); }
 
 void add_bias(const float* x, int64_t n, float bias, bool relu, float* y) { add_bias_cloned(x, n, bias, relu, y); }
-
-double sum_in_double(const float* x, int64_t n) { return sum_in_double_cloned(x, n); }
+void add_bias_in_place(float* y, int64_t n, float bias, bool relu) { add_bias_cloned(y, n, bias, relu, y); }
 
 }  // namespace convgemm::kernels

@@ -10,10 +10,9 @@ namespace convgemm::kernels {
 // then the n % 16 tail. Vectorises where a single running sum, which fixes every addition's order, cannot.
 double sum_in_double(const float* x, int64_t n);
 
-// x[i] = max(x[i], 0), 0 for NaN: relu_forward's definition.
-void relu_in_place(float* x, int64_t n);
-
-// y[i] = x[i] + bias, or max(x[i] + bias, 0) with relu: a GEMM's output spread back to its tensor.
+// y[i] = x[i] + bias, or max(x[i] + bias, 0) with relu (0 for NaN, relu_forward's definition): a GEMM's output
+// spread back to its tensor, or finished where it lies.
 void add_bias(const float* x, int64_t n, float bias, bool relu, float* y);
+void add_bias_in_place(float* y, int64_t n, float bias, bool relu);
 
 }  // namespace convgemm::kernels

@@ -493,8 +493,8 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = W * im2col(x)[:, tile] + b. The bias is written first and the GEMM adds onto it (beta = 1):
-  // OpenBLAS would otherwise clear C for beta = 0, and a separate bias pass would touch y a third time.
+  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op. The GEMM writes the tile; bias and ReLU follow in one
+  // pass while it is still in cache (prefilling y with the bias for a beta = 1 GEMM costs a pass over memory).
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
                     SlotBuffers buffers, PostOp post_op) const {
     const bool relu = post_op == PostOp::relu;
@@ -504,15 +504,12 @@ struct Conv2dPlan::Impl {
       const auto bias_of = [&](int64_t k) { return bias == nullptr ? 0.0f : bias[g * group_out_channels + k]; };
       if (tile.samples() == 1) {
         float* y = output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin;
-        if (bias != nullptr) {
-          for (int64_t k = 0; k < group_out_channels; ++k) {
-            std::fill(y + k * output_pixels, y + k * output_pixels + tile.width(), bias_of(k));
-          }
-        }
         sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
-              cols.data, cols.stride, bias == nullptr ? 0.0f : 1.0f, y, output_pixels);
-        if (relu) {
-          for (int64_t k = 0; k < group_out_channels; ++k) kernels::relu_in_place(y + k * output_pixels, tile.width());
+              cols.data, cols.stride, 0.0f, y, output_pixels);
+        if (bias != nullptr || relu) {
+          for (int64_t k = 0; k < group_out_channels; ++k) {
+            kernels::add_bias_in_place(y + k * output_pixels, tile.width(), bias_of(k), relu);
+          }
         }
         continue;
       }
@@ -654,7 +651,7 @@ void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::sp
             std::fill(y, y + plan.output_pixels, bias_data == nullptr ? 0.0f : bias_data[k]);
             kernels::depthwise_forward(single, plan.input_channels(input.data, n, 0, c),
                                        weights.data + k * plan.filter_size(), y);
-            if (post_op == PostOp::relu) kernels::relu_in_place(y, plan.output_pixels);
+            if (post_op == PostOp::relu) kernels::add_bias_in_place(y, plan.output_pixels, 0.0f, true);
           }
         }
       });
