@@ -2,6 +2,7 @@
 #include <convgemm/version.h>
 #include <convgemm/runtime.hpp>
 
+#include "kernels/conv_gemm.hpp"
 #include "kernels/gemm.hpp"
 
 #include <oneapi/tbb/task_arena.h>
@@ -64,6 +65,7 @@ RuntimeInfo runtime_info() {
       .blas_kernel = kernels::blas_kernel(),
       .blas_coretype_override = environment("OPENBLAS_CORETYPE"),
       .cpu_has_avx512 = cpu_has_avx512(),
+      .conv_gemm_kernel = kernels::conv_gemm_kernel(),
       .tbb_version = TBB_runtime_version(),
       .default_threads = oneapi::tbb::this_task_arena::max_concurrency(),
   };

@@ -290,6 +290,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("convgemm", info.version);
   benchmark::AddCustomContext("blas", info.blas_vendor + " " + info.blas_kernel);
   benchmark::AddCustomContext("blas_config", info.blas_config);
+  benchmark::AddCustomContext("conv_gemm", info.conv_gemm_kernel);
   benchmark::AddCustomContext("threads", std::to_string(info.default_threads));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -46,10 +46,16 @@ TEST_CASE("conv2d: the fused ReLU post-op equals ReLU applied to the forward out
   std::vector<Conv2dParams> problems;
   std::mt19937_64 rng(99);
   for (int i = 0; i < 100; ++i) problems.push_back(random_conv2d_params(rng));
-  problems.push_back({.batch = 2, .in_channels = 3, .in_height = 30, .in_width = 30, .out_channels = 5,
-                      .kernel_height = 3, .kernel_width = 3, .has_bias = true});
-  problems.push_back({.batch = 2, .in_channels = 4, .in_height = 24, .in_width = 24, .out_channels = 6,
-                      .has_bias = false});
+  problems.push_back({.batch = 2,
+                      .in_channels = 3,
+                      .in_height = 30,
+                      .in_width = 30,
+                      .out_channels = 5,
+                      .kernel_height = 3,
+                      .kernel_width = 3,
+                      .has_bias = true});
+  problems.push_back(
+      {.batch = 2, .in_channels = 4, .in_height = 24, .in_width = 24, .out_channels = 6, .has_bias = false});
   int64_t negatives = 0;
   for (size_t i = 0; i < problems.size(); ++i) {
     INFO("problem " << i << ": " << describe(problems[i]));
@@ -62,8 +68,7 @@ TEST_CASE("conv2d: the fused ReLU post-op equals ReLU applied to the forward out
     std::vector<float> plain(static_cast<size_t>(element_count(shapes.output)));
     std::vector<float> fused(plain.size(), NAN);
     plan.forward({x.data(), shapes.input}, {w.data(), shapes.weights}, b, {plain.data(), shapes.output});
-    plan.forward({x.data(), shapes.input}, {w.data(), shapes.weights}, b, {fused.data(), shapes.output},
-                 PostOp::relu);
+    plan.forward({x.data(), shapes.input}, {w.data(), shapes.weights}, b, {fused.data(), shapes.output}, PostOp::relu);
     for (float& value : plain) {
       negatives += value < 0;
       value = value > 0 ? value : 0.0f;

@@ -229,8 +229,13 @@ TEST_CASE("pool2d: backward_after_relu is backward times [input > 0]", "[pool2d]
   std::mt19937_64 rng(5);
   std::uniform_int_distribution<int> small(-2, 2);
   for (const int64_t kernel : {2, 3}) {
-    const Pool2dParams params{.batch = 2, .channels = 3, .in_height = 9, .in_width = 20, .kernel_height = kernel,
-                              .kernel_width = kernel, .stride = {4 - kernel, 4 - kernel}};
+    const Pool2dParams params{.batch = 2,
+                              .channels = 3,
+                              .in_height = 9,
+                              .in_width = 20,
+                              .kernel_height = kernel,
+                              .kernel_width = kernel,
+                              .stride = {4 - kernel, 4 - kernel}};
     const MaxPool2d pool(params);
     std::vector<float> x(static_cast<size_t>(element_count(pool.shapes().input)));
     for (float& value : x) value = std::max(0.0f, static_cast<float>(small(rng)));

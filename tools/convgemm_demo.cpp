@@ -84,8 +84,9 @@ int main(int argc, char** argv) {
     const Conv2dPlan plan(params, {.threads = threads});
     const Conv2dShapes& s = plan.shapes();
     const RuntimeInfo info = runtime_info();
-    std::printf("convgemm %s | %s kernel %s%s | TBB %s | %d threads\n", info.version.c_str(), info.blas_vendor.c_str(),
-                info.blas_kernel.c_str(), info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)",
+    std::printf("convgemm %s | %s kernel %s%s | conv GEMM %s | TBB %s | %d threads\n", info.version.c_str(),
+                info.blas_vendor.c_str(), info.blas_kernel.c_str(),
+                info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)", info.conv_gemm_kernel.c_str(),
                 info.tbb_version.c_str(), plan.threads());
     std::printf("plan: %s\n", plan.describe().c_str());
     std::printf("layer: N=%ld C=%ld %ldx%ld -> K=%ld %ldx%ld, kernel %ldx%ld, stride %ld, padding %ld, bias\n",

@@ -39,7 +39,7 @@ void initialize_parameter(Parameter& parameter, Initializer scheme, std::mt19937
   const auto fan_sum = static_cast<double>(parameter.fan_in + parameter.fan_out);
   const bool normal = scheme == Initializer::he_normal || scheme == Initializer::glorot_normal;
   // The variance each scheme asks for; a uniform U(-a, a) has variance a^2 / 3.
-  const double variance = scheme == Initializer::torch_uniform                                   ? 1.0 / (3.0 * fan_in)
+  const double variance = scheme == Initializer::torch_uniform                                    ? 1.0 / (3.0 * fan_in)
                           : scheme == Initializer::he_normal || scheme == Initializer::he_uniform ? 2.0 / fan_in
                                                                                                   : 2.0 / fan_sum;
   const double scale = normal ? std::sqrt(variance) : std::sqrt(3.0 * variance);

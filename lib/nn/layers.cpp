@@ -143,8 +143,8 @@ class PlannedConvolutionLayer : public Layer {
 
   void forward(ConstTensorView input, TensorView output, bool) override {
     if constexpr (std::is_same_v<Plan, Conv2dPlan>) {
-      plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output,
-                                   output_relu_ ? PostOp::relu : PostOp::none);
+      plan(input.shape[0])
+          .forward(input, weights(), values(parameters_, 1), output, output_relu_ ? PostOp::relu : PostOp::none);
     } else {
       plan(input.shape[0]).forward(input, weights(), values(parameters_, 1), output);
     }
@@ -457,7 +457,8 @@ class DenseLayer final : public Layer {
       : Layer({params.in_features, 1, 1}, {params.out_features, 1, 1}), params_(params) {
     parameters_.push_back(
         make_parameter("weight", {params.out_features, params.in_features}, params.in_features, params.out_features));
-    if (params.has_bias) parameters_.push_back(make_bias({params.out_features}, params.in_features, params.out_features));
+    if (params.has_bias)
+      parameters_.push_back(make_bias({params.out_features}, params.in_features, params.out_features));
   }
 
   std::string type() const override { return "Dense"; }

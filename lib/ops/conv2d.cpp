@@ -9,6 +9,7 @@
 #include <convgemm/conv2d.hpp>
 #include <convgemm/error.hpp>
 
+#include "kernels/conv_gemm.hpp"
 #include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/im2col.hpp"
@@ -504,18 +505,14 @@ struct Conv2dPlan::Impl {
       const auto bias_of = [&](int64_t k) { return bias == nullptr ? 0.0f : bias[g * group_out_channels + k]; };
       if (tile.samples() == 1) {
         float* y = output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin;
-        sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
-              cols.data, cols.stride, 0.0f, y, output_pixels);
-        if (bias != nullptr || relu) {
-          for (int64_t k = 0; k < group_out_channels; ++k) {
-            kernels::add_bias_in_place(y + k * output_pixels, tile.width(), bias_of(k), relu);
-          }
-        }
+        kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), col_rows, weights_g, col_rows, cols.data,
+                           cols.stride, y, output_pixels,
+                           {.bias = bias == nullptr ? nullptr : bias + g * group_out_channels, .relu = relu});
         continue;
       }
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
-      sgemm(Transpose::no, Transpose::no, group_out_channels, tile.width(), col_rows, 1.0f, weights_g, col_rows,
-            cols.data, cols.stride, 0.0f, buffers.gather, tile.width());
+      kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), col_rows, weights_g, col_rows, cols.data,
+                         cols.stride, buffers.gather, tile.width());
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
@@ -547,12 +544,12 @@ struct Conv2dPlan::Impl {
         const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
         if (writes_directly) {
           float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
-          sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block, col_rows,
-                dy.data, dy.stride, 0.0f, dx + current.pixel_begin, input_pixels);
+          kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows,
+                             dy.data, dy.stride, dx + current.pixel_begin, input_pixels);
           continue;
         }
-        sgemm(Transpose::yes, Transpose::no, rows, current.width(), group_out_channels, 1.0f, weights_block, col_rows,
-              dy.data, dy.stride, 0.0f, buffers.col, current.width());
+        kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows, dy.data,
+                           dy.stride, buffers.col, current.width());
         for (int64_t n = current.n_begin; n < current.n_end; ++n) {
           float* dx = input_channels(input_grad, n, g, c_begin);
           kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),

@@ -269,8 +269,8 @@ void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, 
 }
 
 // dx of the whole plane: the windows' rows, then zeros for the row an odd H leaves outside every window.
-void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P,
-                                 int64_t Q, bool after_relu) {
+void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P, int64_t Q,
+                                 bool after_relu) {
 #ifdef CONVGEMM_POOL_AVX512
   static const bool avx512 = has_avx512f();
   if (avx512) {

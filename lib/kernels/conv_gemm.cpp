@@ -1,0 +1,138 @@
+#include "kernels/conv_gemm.hpp"
+
+#include "kernels/gemm.hpp"
+#include "kernels/rows.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CONVGEMM_HAVE_AVX512_GEMM 1
+#endif
+
+namespace convgemm::kernels {
+namespace {
+
+#ifdef CONVGEMM_HAVE_AVX512_GEMM
+#define CONVGEMM_AVX512 __attribute__((target("avx512f")))
+
+constexpr int64_t row_block = 8;      // MR: rows of C per micro-tile
+constexpr int64_t column_block = 48;  // NR: three vectors of 16 columns
+// K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
+// 48 KiB L1 while every row block of A passes over it.
+constexpr int64_t k_block = 128;
+
+CONVGEMM_AVX512 inline __mmask16 lanes(int64_t count) {
+  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+}
+
+// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
+// mask. The ReLU keeps v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
+CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, bool first, bool last, float bias,
+                                          bool relu) {
+  if (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
+  if (last) {
+    value = _mm512_add_ps(value, _mm512_set1_ps(bias));
+    if (relu) value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_GT_OQ), value);
+  }
+  _mm512_mask_storeu_ps(c, mask, value);
+}
+
+// C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= 8 (the template), columns <= 48 (masks).
+// `first` writes instead of adding to C; `last` applies the epilogue before the store.
+template <int rows>
+CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
+                                float* c, int64_t ldc, int64_t columns, bool first, bool last,
+                                const GemmEpilogue& epilogue, int64_t row0) {
+  const __mmask16 m0 = lanes(columns), m1 = lanes(columns - 16), m2 = lanes(columns - 32);
+  __m512 acc[rows][3];
+#pragma GCC unroll 8
+  for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+  for (int64_t l = 0; l < kc; ++l) {
+    const float* b_row = b + l * ldb;
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b_row);
+    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b_row + 16);
+    const __m512 b2 = _mm512_maskz_loadu_ps(m2, b_row + 32);
+    const float* a_column = a + l * acs;
+#pragma GCC unroll 8
+    for (int i = 0; i < rows; ++i) {
+      const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
+      acc[i][0] = _mm512_fmadd_ps(a_value, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(a_value, b1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(a_value, b2, acc[i][2]);
+    }
+  }
+  // Fully unrolled (no loop indexes acc at run time), so the 24 accumulators stay in registers.
+#pragma GCC unroll 8
+  for (int i = 0; i < rows; ++i) {
+    float* c_row = c + i * ldc;
+    const float bias = last && epilogue.bias != nullptr ? epilogue.bias[row0 + i] : 0.0f;
+    finish_vector(acc[i][0], c_row, m0, first, last, bias, epilogue.relu);
+    finish_vector(acc[i][1], c_row + 16, m1, first, last, bias, epilogue.relu);
+    finish_vector(acc[i][2], c_row + 32, m2, first, last, bias, epilogue.relu);
+  }
+}
+
+using MicroTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+                           bool, bool, const GemmEpilogue&, int64_t);
+constexpr MicroTile micro_tiles[row_block + 1] = {nullptr,       micro_tile<1>, micro_tile<2>,
+                                                  micro_tile<3>, micro_tile<4>, micro_tile<5>,
+                                                  micro_tile<6>, micro_tile<7>, micro_tile<8>};
+
+// Blocks of K outermost (C is finished by the last), then column blocks, then row blocks: each B micro-panel is
+// loaded into L1 once and used by every row block.
+void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
+                      int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
+  for (int64_t l0 = 0; l0 < k; l0 += k_block) {
+    const int64_t kc = std::min(k_block, k - l0);
+    const bool first = l0 == 0, last = l0 + kc == k;
+    for (int64_t j0 = 0; j0 < n; j0 += column_block) {
+      const int64_t columns = std::min(column_block, n - j0);
+      for (int64_t i0 = 0; i0 < m; i0 += row_block) {
+        const int64_t rows = std::min(row_block, m - i0);
+        micro_tiles[rows](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,
+                          columns, first, last, epilogue, i0);
+      }
+    }
+  }
+}
+#endif
+
+bool use_avx512_kernel() {
+#ifdef CONVGEMM_HAVE_AVX512_GEMM
+  static const bool chosen = [] {
+    const char* forced = std::getenv("CONVGEMM_GEMM");
+    if (forced != nullptr && std::strcmp(forced, "openblas") == 0) return false;
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return chosen;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
+#ifdef CONVGEMM_HAVE_AVX512_GEMM
+  if (use_avx512_kernel()) {
+    // a(i, l) = a[i * row_stride + l * column_stride]
+    const bool transposed = transpose_a == Transpose::yes;
+    conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue);
+    return;
+  }
+#endif
+  sgemm(transpose_a, Transpose::no, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  if (epilogue.bias != nullptr || epilogue.relu) {
+    for (int64_t i = 0; i < m; ++i) {
+      add_bias_in_place(c + i * ldc, n, epilogue.bias == nullptr ? 0.0f : epilogue.bias[i], epilogue.relu);
+    }
+  }
+}
+
+const char* conv_gemm_kernel() { return use_avx512_kernel() ? "convgemm AVX-512" : "OpenBLAS"; }
+
+}  // namespace convgemm::kernels

@@ -1,0 +1,30 @@
+// The GEMM of the forward and backward-data convolutions: C[m x n] = A[m x k] * B[k x n], then a per-row bias and
+// a ReLU, C overwritten (never read first). A is the (small) filter matrix, read in place as W or W^T through its
+// leading dimension; B is a column tile or a dY tile, row-major with leading dimension ldb; C row-major.
+//
+// Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a
+// good part of its time packing both operands, and a bias or ReLU costs it another pass over C. convgemm's own
+// AVX-512 kernel (8 rows x 48 columns of accumulators in registers, B read in place, the epilogue applied in
+// registers before the one store) runs these shapes faster. CPUs without AVX-512 F get OpenBLAS and a separate
+// epilogue pass; so does everything when CONVGEMM_GEMM=openblas is set in the environment (the tests run both).
+#pragma once
+
+#include "kernels/gemm.hpp"
+
+#include <cstdint>
+
+namespace convgemm::kernels {
+
+struct GemmEpilogue {
+  const float* bias = nullptr;  // one value per row of C, or none
+  bool relu = false;            // max(c, 0), 0 for NaN (relu_forward's definition)
+};
+
+// A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
+void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {});
+
+// "convgemm AVX-512" or "OpenBLAS": what conv_gemm runs on this CPU.
+const char* conv_gemm_kernel();
+
+}  // namespace convgemm::kernels
