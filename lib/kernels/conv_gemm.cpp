@@ -4,6 +4,7 @@
 #include "kernels/rows.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
@@ -42,44 +43,57 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 
 // C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= 8 (the template), columns <= 48 (masks).
 // `first` writes instead of adding to C; `last` applies the epilogue before the store.
-template <int rows>
+template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last,
                                 const GemmEpilogue& epilogue, int64_t row0) {
-  const __mmask16 m0 = lanes(columns), m1 = lanes(columns - 16), m2 = lanes(columns - 32);
-  __m512 acc[rows][3];
+  __mmask16 masks[vectors];
+#pragma GCC unroll 3
+  for (int j = 0; j < vectors; ++j) masks[j] = lanes(columns - 16 * j);
+  __m512 acc[rows][vectors];
 #pragma GCC unroll 8
-  for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+  for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
   for (int64_t l = 0; l < kc; ++l) {
     const float* b_row = b + l * ldb;
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b_row);
-    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b_row + 16);
-    const __m512 b2 = _mm512_maskz_loadu_ps(m2, b_row + 32);
+    __m512 b_vectors[vectors];
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(masks[j], b_row + 16 * j);
     const float* a_column = a + l * acs;
 #pragma GCC unroll 8
     for (int i = 0; i < rows; ++i) {
       const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
-      acc[i][0] = _mm512_fmadd_ps(a_value, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(a_value, b1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(a_value, b2, acc[i][2]);
+#pragma GCC unroll 3
+      for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_fmadd_ps(a_value, b_vectors[j], acc[i][j]);
     }
   }
-  // Fully unrolled (no loop indexes acc at run time), so the 24 accumulators stay in registers.
+  // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
 #pragma GCC unroll 8
   for (int i = 0; i < rows; ++i) {
-    float* c_row = c + i * ldc;
     const float bias = last && epilogue.bias != nullptr ? epilogue.bias[row0 + i] : 0.0f;
-    finish_vector(acc[i][0], c_row, m0, first, last, bias, epilogue.relu);
-    finish_vector(acc[i][1], c_row + 16, m1, first, last, bias, epilogue.relu);
-    finish_vector(acc[i][2], c_row + 32, m2, first, last, bias, epilogue.relu);
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) {
+      finish_vector(acc[i][j], c + i * ldc + 16 * j, masks[j], first, last, bias, epilogue.relu);
+    }
   }
 }
 
 using MicroTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
                            bool, bool, const GemmEpilogue&, int64_t);
-constexpr MicroTile micro_tiles[row_block + 1] = {nullptr,       micro_tile<1>, micro_tile<2>,
-                                                  micro_tile<3>, micro_tile<4>, micro_tile<5>,
-                                                  micro_tile<6>, micro_tile<7>, micro_tile<8>};
+// micro_tiles[rows][vectors]: a column block's last, narrower part takes only the vectors it needs.
+template <int rows>
+constexpr std::array<MicroTile, 4> tiles_of_rows = {nullptr, micro_tile<rows, 1>, micro_tile<rows, 2>,
+                                                    micro_tile<rows, 3>};
+constexpr std::array<std::array<MicroTile, 4>, row_block + 1> micro_tiles = {{{},
+                                                                              tiles_of_rows<1>,
+                                                                              tiles_of_rows<2>,
+                                                                              tiles_of_rows<3>,
+                                                                              tiles_of_rows<4>,
+                                                                              tiles_of_rows<5>,
+                                                                              tiles_of_rows<6>,
+                                                                              tiles_of_rows<7>,
+                                                                              tiles_of_rows<8>}};
 
 // Blocks of K outermost (C is finished by the last), then column blocks, then row blocks: each B micro-panel is
 // loaded into L1 once and used by every row block.
@@ -92,8 +106,8 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       const int64_t columns = std::min(column_block, n - j0);
       for (int64_t i0 = 0; i0 < m; i0 += row_block) {
         const int64_t rows = std::min(row_block, m - i0);
-        micro_tiles[rows](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,
-                          columns, first, last, epilogue, i0);
+        micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb,
+                                               c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
       }
     }
   }
