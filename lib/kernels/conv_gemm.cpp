@@ -24,6 +24,10 @@ constexpr int64_t column_block = 48;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
 // 48 KiB L1 while every row block of A passes over it.
 constexpr int64_t k_block = 128;
+// Rows of A per L2 block: 256 x 128 floats = 128 KiB.
+constexpr int64_t a_rows_block = 256;
+// The largest transposed A (backward-data's W^T) this kernel takes; see conv_gemm.
+constexpr int64_t max_transposed_rows = 512;
 
 CONVGEMM_AVX512 inline __mmask16 lanes(int64_t count) {
   return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
@@ -95,19 +99,23 @@ constexpr std::array<std::array<MicroTile, 4>, row_block + 1> micro_tiles = {{{}
                                                                               tiles_of_rows<7>,
                                                                               tiles_of_rows<8>}};
 
-// Blocks of K outermost (C is finished by the last), then column blocks, then row blocks: each B micro-panel is
-// loaded into L1 once and used by every row block.
+// Blocks of K outermost (C is finished by the last), then blocks of rows of A small enough for L2 (backward-data's
+// W^T has up to C*R*S rows), then column blocks, then row blocks: each B micro-panel is loaded into L1 once and used
+// by every row block of the A block, which stays in L2 while the column blocks pass.
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
     const bool first = l0 == 0, last = l0 + kc == k;
-    for (int64_t j0 = 0; j0 < n; j0 += column_block) {
-      const int64_t columns = std::min(column_block, n - j0);
-      for (int64_t i0 = 0; i0 < m; i0 += row_block) {
-        const int64_t rows = std::min(row_block, m - i0);
-        micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb,
-                                               c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
+    for (int64_t r0 = 0; r0 < m; r0 += a_rows_block) {
+      const int64_t r_end = std::min(m, r0 + a_rows_block);
+      for (int64_t j0 = 0; j0 < n; j0 += column_block) {
+        const int64_t columns = std::min(column_block, n - j0);
+        for (int64_t i0 = r0; i0 < r_end; i0 += row_block) {
+          const int64_t rows = std::min(row_block, r_end - i0);
+          micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb,
+                                                 c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
+        }
       }
     }
   }
@@ -132,7 +140,9 @@ bool use_avx512_kernel() {
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
 #ifdef CONVGEMM_HAVE_AVX512_GEMM
-  if (use_avx512_kernel()) {
+  // Backward-data's W^T has C/G*R*S rows; past a few hundred, the C tile it writes no longer stays in cache across
+  // K blocks and OpenBLAS's packed kernels are faster (r50_3x3c, 2304 rows: 298 against 244 GFLOP/s).
+  if (use_avx512_kernel() && (transpose_a == Transpose::no || m <= max_transposed_rows)) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     const bool transposed = transpose_a == Transpose::yes;
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue);
