@@ -140,9 +140,12 @@ bool use_avx512_kernel() {
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
 #ifdef CONVGEMM_HAVE_AVX512_GEMM
-  // Backward-data's W^T has C/G*R*S rows; past a few hundred, the C tile it writes no longer stays in cache across
-  // K blocks and OpenBLAS's packed kernels are faster (r50_3x3c, 2304 rows: 298 against 244 GFLOP/s).
-  if (use_avx512_kernel() && (transpose_a == Transpose::no || m <= max_transposed_rows)) {
+  // Where OpenBLAS's packed kernels are faster (measured), they run instead: on B read in place from a larger image
+  // (ldb > n: a 1x1 convolution's input or dY; its rows collide in L1, r50_1x1a forward 203 against 172 GFLOP/s),
+  // and on backward-data's W^T beyond 512 rows (the C tile no longer stays in cache across K blocks, r50_3x3c 298
+  // against 244). The kernel's ground: compact column tiles and thin W^T, such as a LeNet's.
+  const bool kernel_fits = ldb == n && (transpose_a == Transpose::no || m <= max_transposed_rows);
+  if (use_avx512_kernel() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     const bool transposed = transpose_a == Transpose::yes;
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue);
