@@ -270,6 +270,11 @@ Result run(const Options& o, int threads) {
     throw UsageError{error.what()};
   }
 
+  const RuntimeInfo runtime = runtime_info();
+  std::printf("convgemm %s | %s kernel %s%s | conv GEMM %s | TBB %s\n", runtime.version.c_str(),
+              runtime.blas_vendor.c_str(), runtime.blas_kernel.c_str(),
+              runtime.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE)", runtime.conv_gemm_kernel.c_str(),
+              runtime.tbb_version.c_str());
   std::printf("%s", model->summary().c_str());
   std::printf("data: %ld training, %ld test images from %s | %s, batch %ld, lr %g (%s), %d threads\n",
               static_cast<long>(train.size()), static_cast<long>(test.size()), o.data.c_str(), o.optimizer.c_str(),
