@@ -369,6 +369,15 @@ convgemm_status convgemm_conv2d_forward(const convgemm_conv2d_plan* plan, convge
   return forward(plan, input, weights, bias, bias_size, output, workspace, workspace_bytes);
 }
 
+convgemm_status convgemm_conv2d_forward_relu(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
+                                             convgemm_const_tensor weights, const float* bias, int64_t bias_size,
+                                             convgemm_tensor output, void* workspace, size_t workspace_bytes) {
+  return translate_errors([&] {
+    plan_of(plan).forward(to_cpp(input), to_cpp(weights), to_span(bias, bias_size, "bias"), to_cpp(output),
+                          convgemm::PostOp::relu, to_workspace(workspace, workspace_bytes));
+  });
+}
+
 convgemm_status convgemm_conv2d_backward_data(const convgemm_conv2d_plan* plan, convgemm_const_tensor output_grad,
                                               convgemm_const_tensor weights, convgemm_tensor input_grad,
                                               void* workspace, size_t workspace_bytes) {

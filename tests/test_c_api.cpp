@@ -4,6 +4,7 @@
 
 #include <convgemm/convgemm.h>
 
+#include <cmath>
 #include <cstring>
 
 using namespace convgemm;
@@ -135,6 +136,11 @@ TEST_CASE("C ABI: plan, workspace query and all four directions match the direct
                                     0) == CONVGEMM_SUCCESS);
     cpp_plan.forward({x.data(), s.input}, {w.data(), s.weights}, b, {y_cpp.data(), s.output});
     CHECK(y == y_cpp);
+    std::vector<float> y_relu(dy.size(), NAN);
+    REQUIRE(convgemm_conv2d_forward_relu(plan.get(), c_tensor(x, s.input), c_tensor(w, s.weights), b.data(),
+                                         static_cast<int64_t>(b.size()), c_tensor(y_relu, s.output), nullptr,
+                                         0) == CONVGEMM_SUCCESS);
+    for (size_t i = 0; i < y.size(); ++i) REQUIRE(y_relu[i] == (y[i] > 0 ? y[i] : 0.0f));
     std::vector<double> y_exact(y.size());
     const auto xd = convgemm::testing::to_double(x), wd = convgemm::testing::to_double(w),
                bd = convgemm::testing::to_double(b);
@@ -239,6 +245,9 @@ TEST_CASE("C ABI: bad input returns a status and a message naming it, and writes
   CHECK(last_error_names("plan"));
   CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
                                 c_tensor(y, wrong), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output"));
+  CHECK(convgemm_conv2d_forward_relu(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), bias_size,
+                                     c_tensor(y, wrong), nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("output"));
   CHECK(convgemm_conv2d_forward(plan.get(), c_tensor(x, input), c_tensor(w, weights), b.data(), -1, c_tensor(y, output),
                                 nullptr, 0) == CONVGEMM_INVALID_ARGUMENT);

@@ -125,6 +125,12 @@ CONVGEMM_API convgemm_status convgemm_conv2d_forward(const convgemm_conv2d_plan*
                                                      convgemm_const_tensor weights, const float* bias,
                                                      int64_t bias_size, convgemm_tensor output, void* workspace,
                                                      size_t workspace_bytes);
+/* The same followed by ReLU, max(y, 0), applied in the GEMM's epilogue rather than as a pass over y (oneDNN's
+ * post-op). The backward calls still take the gradient with respect to the convolution's own output. */
+CONVGEMM_API convgemm_status convgemm_conv2d_forward_relu(const convgemm_conv2d_plan* plan, convgemm_const_tensor input,
+                                                          convgemm_const_tensor weights, const float* bias,
+                                                          int64_t bias_size, convgemm_tensor output, void* workspace,
+                                                          size_t workspace_bytes);
 CONVGEMM_API convgemm_status convgemm_conv2d_backward_data(const convgemm_conv2d_plan* plan,
                                                            convgemm_const_tensor output_grad,
                                                            convgemm_const_tensor weights, convgemm_tensor input_grad,
