@@ -26,7 +26,8 @@ constexpr int64_t column_block = 48;  // NR: three vectors of 16 columns
 constexpr int64_t k_block = 128;
 // Rows of A per L2 block: 256 x 128 floats = 128 KiB.
 constexpr int64_t a_rows_block = 256;
-// The largest transposed A (backward-data's W^T) this kernel takes; see conv_gemm.
+// The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
+constexpr int64_t max_inner = 2048;
 constexpr int64_t max_transposed_rows = 512;
 
 CONVGEMM_AVX512 inline __mmask16 lanes(int64_t count) {
@@ -144,7 +145,9 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   // (ldb > n: a 1x1 convolution's input or dY; its rows collide in L1, r50_1x1a forward 203 against 172 GFLOP/s),
   // and on backward-data's W^T beyond 512 rows (the C tile no longer stays in cache across K blocks, r50_3x3c 298
   // against 244). The kernel's ground: compact column tiles and thin W^T, such as a LeNet's.
-  const bool kernel_fits = ldb == n && (transpose_a == Transpose::no || m <= max_transposed_rows);
+  // Past 2048 along K, C is revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win too (r50_3x3d
+  // forward, K = 4608: 278 against 244).
+  const bool kernel_fits = ldb == n && k <= max_inner && (transpose_a == Transpose::no || m <= max_transposed_rows);
   if (use_avx512_kernel() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     const bool transposed = transpose_a == Transpose::yes;
