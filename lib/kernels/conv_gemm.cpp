@@ -1,5 +1,6 @@
 #include "kernels/conv_gemm.hpp"
 
+#include "kernels/avx512.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/rows.hpp"
 
@@ -8,17 +9,10 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CONVGEMM_HAVE_AVX512_GEMM 1
-#endif
-
 namespace convgemm::kernels {
 namespace {
 
-#ifdef CONVGEMM_HAVE_AVX512_GEMM
-#define CONVGEMM_AVX512 __attribute__((target("avx512f")))
-
+#ifdef CONVGEMM_HAVE_AVX512
 constexpr int64_t row_block = 8;      // MR: rows of C per micro-tile
 constexpr int64_t column_block = 48;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
@@ -29,10 +23,6 @@ constexpr int64_t a_rows_block = 256;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
 constexpr int64_t max_inner = 2048;
 constexpr int64_t max_transposed_rows = 512;
-
-CONVGEMM_AVX512 inline __mmask16 lanes(int64_t count) {
-  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-}
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
 // mask. The ReLU keeps v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
@@ -54,7 +44,7 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
                                 const GemmEpilogue& epilogue, int64_t row0) {
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
-  for (int j = 0; j < vectors; ++j) masks[j] = lanes(columns - 16 * j);
+  for (int j = 0; j < vectors; ++j) masks[j] = first_lanes(columns - 16 * j);
   __m512 acc[rows][vectors];
 #pragma GCC unroll 8
   for (int i = 0; i < rows; ++i)
@@ -124,11 +114,11 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
 #endif
 
 bool use_avx512_kernel() {
-#ifdef CONVGEMM_HAVE_AVX512_GEMM
+#ifdef CONVGEMM_HAVE_AVX512
   static const bool chosen = [] {
     const char* forced = std::getenv("CONVGEMM_GEMM");
     if (forced != nullptr && std::strcmp(forced, "openblas") == 0) return false;
-    return __builtin_cpu_supports("avx512f") != 0;
+    return cpu_has_avx512f();
   }();
   return chosen;
 #else
@@ -140,7 +130,7 @@ bool use_avx512_kernel() {
 
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
-#ifdef CONVGEMM_HAVE_AVX512_GEMM
+#ifdef CONVGEMM_HAVE_AVX512
   // Where OpenBLAS's packed kernels are faster (measured), they run instead: on B read in place from a larger image
   // (ldb > n: a 1x1 convolution's input or dY; its rows collide in L1, r50_1x1a forward 203 against 172 GFLOP/s),
   // and on backward-data's W^T beyond 512 rows (the C tile no longer stays in cache across K blocks, r50_3x3c 298

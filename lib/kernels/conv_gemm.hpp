@@ -7,9 +7,8 @@
 // AVX-512 kernel (8 rows x 48 columns of accumulators in registers, B read in place, the epilogue applied in
 // registers before the one store) runs these shapes faster, on compact tiles (ldb == n) up to K = 2048; B read in
 // place from a larger image, deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
-// see conv_gemm.cpp). CPUs
-// without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when CONVGEMM_GEMM=openblas is set in
-// the environment (the tests run both).
+// see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
+// CONVGEMM_GEMM=openblas is set in the environment (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"

@@ -1,5 +1,6 @@
 // Passes over float rows: sums in double, in a fixed order that does not depend on threads (the bias gradients'
-// reduction), ReLU in place and bias addition (a convolution's epilogue). Built for each vector width.
+// reduction), and bias addition with an optional ReLU (a convolution's epilogue, and ReLU itself with a zero bias).
+// Built for each vector width.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 #include <convgemm/activation.hpp>
 #include <convgemm/error.hpp>
 
+#include "kernels/rows.hpp"
 #include "kernels/sigmoid.hpp"
 #include "kernels/vector_clones.hpp"
 #include "tensor_checks.hpp"
@@ -45,15 +46,11 @@ void backward(std::span<const T> y, std::span<const T> dy, std::span<T> dx, cons
 
 // y = max(x, 0); dx = dy where y > 0, else 0 (so an infinite or NaN dy does not leak through a dead unit, as in
 // PyTorch). The float kernels work on raw blocks, built for each vector width (ReLU runs twice per layer per step
-// in training and is pure memory traffic); double goes through the generic loop.
+// in training and is pure memory traffic): forward is the convolution epilogue's bias-and-ReLU row pass with a zero
+// bias (x + 0 = x wherever x > 0). Double goes through the generic loop.
 template <class T>
 T relu(T x) {
   return x > T{0} ? x : T{0};
-}
-
-CONVGEMM_VECTOR_CLONES
-void relu_forward_block(const float* x, float* y, size_t count) {
-  for (size_t i = 0; i < count; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 CONVGEMM_VECTOR_CLONES
@@ -64,10 +61,9 @@ void relu_backward_block(const float* y, const float* dy, float* dx, size_t coun
 // Runs block(begin, count) over [0, size) in parallel blocks.
 template <class Block>
 void parallel_blocks(size_t size, const Block& block) {
-  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<size_t>(0, size, elements_per_task),
-                            [&](const oneapi::tbb::blocked_range<size_t>& range) {
-                              block(range.begin(), range.end() - range.begin());
-                            });
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<size_t>(0, size, elements_per_task),
+      [&](const oneapi::tbb::blocked_range<size_t>& range) { block(range.begin(), range.end() - range.begin()); });
 }
 
 // y = sigmoid(x); dx = dy * y * (1 - y)
@@ -121,7 +117,7 @@ void apply_dropout(const DropoutParams& params, uint64_t call, std::span<const T
 void relu_forward(std::span<const float> input, std::span<float> output) {
   check_vector(output, static_cast<int64_t>(input.size()), "output");
   parallel_blocks(input.size(), [&](size_t begin, size_t count) {
-    relu_forward_block(input.data() + begin, output.data() + begin, count);
+    kernels::add_bias(input.data() + begin, static_cast<int64_t>(count), 0.0f, /*relu=*/true, output.data() + begin);
   });
 }
 void relu_forward(std::span<const double> input, std::span<double> output) {

@@ -4,6 +4,7 @@
 #include <convgemm/error.hpp>
 #include <convgemm/pool2d.hpp>
 
+#include "kernels/avx512.hpp"
 #include "tensor_checks.hpp"
 
 #include <oneapi/tbb/blocked_range.h>
@@ -13,10 +14,6 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace convgemm {
 
@@ -138,60 +135,28 @@ struct WindowGeometry {
 // ---------------------------------------------------------------------------------------------------------------
 // Max pooling
 
-// The common 2x2, stride-2, unpadded float case (the "maxpool2" of most CNNs) has kernels of its own: the generic
-// loops, whose window bounds vary, do not vectorise. `beats` becomes a compare-and-select over the four taps in
-// row-major order, so ties, signed zeros and NaNs come out exactly as in the generic path.
-bool is_plain_2x2(const WindowGeometry& g) {
-  return g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
+// The common 2x2, stride-2, unpadded float case (the "maxpool2" of most CNNs) has AVX-512 kernels of its own: the
+// generic loops, whose window bounds vary, do not vectorise. `beats` becomes a compare-and-select over the four taps
+// in row-major order, so ties, signed zeros and NaNs come out exactly as in the generic loops, which serve every
+// other case and CPUs without AVX-512.
+#ifdef CONVGEMM_HAVE_AVX512
+using kernels::first_lanes;
+
+bool takes_2x2_kernels(const WindowGeometry& g) {
+  static const bool avx512 = kernels::cpu_has_avx512f();
+  return avx512 && g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
 }
 
-// Scalar kernels: for CPUs without AVX-512.
-inline float select_beating(float value, float best) { return beats(value, best) ? value : best; }
-
-void max_pool_2x2_forward_plane_scalar(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
-  for (int64_t p = 0; p < P; ++p) {
-    const float* top = x + 2 * p * W;
-    const float* bottom = top + W;
-    for (int64_t q = 0; q < Q; ++q) {
-      const float best = select_beating(top[2 * q + 1], top[2 * q]);
-      y[p * Q + q] = select_beating(bottom[2 * q + 1], select_beating(bottom[2 * q], best));
-    }
-  }
-}
-
-// dx of rows [0, 2P) of a plane: each window's gradient to its first maximum, zero elsewhere (also the column an
-// odd W leaves outside every window).
-void max_pool_2x2_backward_plane_scalar(const float* x, const float* dy, int64_t W, float* dx, int64_t P, int64_t Q,
-                                        bool after_relu) {
-  std::fill(dx, dx + 2 * P * W, 0.0f);
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t q = 0; q < Q; ++q) {
-      const int64_t corner = 2 * p * W + 2 * q;
-      int64_t best = corner;
-      for (const int64_t tap : {corner + 1, corner + W, corner + W + 1})
-        if (beats(x[tap], x[best])) best = tap;
-      if (!after_relu || x[best] > 0.0f) dx[best] = dy[p * Q + q];
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define CONVGEMM_POOL_AVX512 1
-// AVX-512 kernels: 16 windows per step. Two loads of a row give 32 floats, split into the windows' left (even)
-// and right (odd) taps; masked loads and stores handle a row's last, partial step (13 windows in a LeNet).
-#define CONVGEMM_AVX512 __attribute__((target("avx512f")))
-
+// 16 windows per step. Two loads of a row give 32 floats, split into the windows' left (even) and right (odd)
+// taps; masked loads and stores handle a row's last, partial step (13 windows in a LeNet).
 struct WindowTaps {
   __m512 a, b, c, d;  // top-left, top-right, bottom-left, bottom-right: row-major order
 };
 
-CONVGEMM_AVX512 inline __mmask16 prefix_mask(int64_t count) {
-  return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-}
-
 CONVGEMM_AVX512 inline WindowTaps load_windows(const float* top, const float* bottom, int64_t windows) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __mmask16 low = prefix_mask(2 * windows), high = prefix_mask(2 * windows - 16);
+  const __mmask16 low = first_lanes(2 * windows), high = first_lanes(2 * windows - 16);
   const __m512 top_low = _mm512_maskz_loadu_ps(low, top), top_high = _mm512_maskz_loadu_ps(high, top + 16);
   const __m512 bottom_low = _mm512_maskz_loadu_ps(low, bottom);
   const __m512 bottom_high = _mm512_maskz_loadu_ps(high, bottom + 16);
@@ -214,7 +179,7 @@ CONVGEMM_AVX512 void max_pool_2x2_forward_plane_avx512(const float* x, int64_t W
       __m512 best = _mm512_mask_blend_ps(beats_mask(t.b, t.a), t.a, t.b);
       best = _mm512_mask_blend_ps(beats_mask(t.c, best), best, t.c);
       best = _mm512_mask_blend_ps(beats_mask(t.d, best), best, t.d);
-      _mm512_mask_storeu_ps(y + p * Q + q, prefix_mask(windows), best);
+      _mm512_mask_storeu_ps(y + p * Q + q, first_lanes(windows), best);
     }
   }
 }
@@ -225,8 +190,8 @@ CONVGEMM_AVX512 inline void store_window_row(float* row, __m512 grad, __mmask16 
   const __m512i low_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i high_half = _mm512_add_epi32(low_half, _mm512_set1_epi32(8));
   const __m512 l = _mm512_maskz_mov_ps(left, grad), r = _mm512_maskz_mov_ps(right, grad);
-  _mm512_mask_storeu_ps(row, prefix_mask(2 * windows), _mm512_permutex2var_ps(l, low_half, r));
-  _mm512_mask_storeu_ps(row + 16, prefix_mask(2 * windows - 16), _mm512_permutex2var_ps(l, high_half, r));
+  _mm512_mask_storeu_ps(row, first_lanes(2 * windows), _mm512_permutex2var_ps(l, low_half, r));
+  _mm512_mask_storeu_ps(row + 16, first_lanes(2 * windows - 16), _mm512_permutex2var_ps(l, high_half, r));
 }
 
 CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const float* dy, int64_t W, float* dx,
@@ -247,7 +212,7 @@ CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const fl
       const __mmask16 passes =
           after_relu ? _mm512_cmp_ps_mask(_mm512_mask_blend_ps(d_wins, abc, t.d), _mm512_setzero_ps(), _CMP_GT_OQ)
                      : __mmask16(0xFFFF);
-      const __m512 grad = _mm512_maskz_loadu_ps(prefix_mask(windows) & passes, dy + p * Q + q);
+      const __m512 grad = _mm512_maskz_loadu_ps(first_lanes(windows) & passes, dy + p * Q + q);
       // The winner is the last tap that beat everything before it.
       const __mmask16 d_final = d_wins, c_final = c_wins & ~d_wins, b_final = b_wins & ~c_wins & ~d_wins;
       const __mmask16 a_final = ~(b_wins | c_wins | d_wins);
@@ -257,32 +222,13 @@ CONVGEMM_AVX512 void max_pool_2x2_backward_plane_avx512(const float* x, const fl
   }
 }
 
-bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
-#endif
-
-void max_pool_2x2_forward_plane(const float* x, int64_t W, float* y, int64_t P, int64_t Q) {
-#ifdef CONVGEMM_POOL_AVX512
-  static const bool avx512 = has_avx512f();
-  if (avx512) return max_pool_2x2_forward_plane_avx512(x, W, y, P, Q);
-#endif
-  max_pool_2x2_forward_plane_scalar(x, W, y, P, Q);
-}
-
 // dx of the whole plane: the windows' rows, then zeros for the row an odd H leaves outside every window.
 void max_pool_2x2_backward_plane(const float* x, const float* dy, int64_t H, int64_t W, float* dx, int64_t P, int64_t Q,
                                  bool after_relu) {
-#ifdef CONVGEMM_POOL_AVX512
-  static const bool avx512 = has_avx512f();
-  if (avx512) {
-    max_pool_2x2_backward_plane_avx512(x, dy, W, dx, P, Q, after_relu);
-  } else {
-    max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q, after_relu);
-  }
-#else
-  max_pool_2x2_backward_plane_scalar(x, dy, W, dx, P, Q, after_relu);
-#endif
+  max_pool_2x2_backward_plane_avx512(x, dy, W, dx, P, Q, after_relu);
   std::fill(dx + 2 * P * W, dx + H * W, 0.0f);
 }
+#endif
 
 // y[n,c,p,q] = max over window (p, q) of x[n,c,h,w]
 template <class T>
@@ -290,14 +236,16 @@ void max_pool_forward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicTe
   check_tensor(x, pool.shapes().input, "input");
   check_tensor(y, pool.shapes().output, "output");
   const WindowGeometry g(pool.params(), pool.shapes());
+#ifdef CONVGEMM_HAVE_AVX512
   if constexpr (std::is_same_v<T, float>) {
-    if (is_plain_2x2(g)) {
+    if (takes_2x2_kernels(g)) {
       parallel_over_planes(g.planes, [&](int64_t plane) {
-        max_pool_2x2_forward_plane(x.data + plane * g.H * g.W, g.W, y.data + plane * g.P * g.Q, g.P, g.Q);
+        max_pool_2x2_forward_plane_avx512(x.data + plane * g.H * g.W, g.W, y.data + plane * g.P * g.Q, g.P, g.Q);
       });
       return;
     }
   }
+#endif
   parallel_over_planes(g.planes, [&](int64_t plane) {
     const T* input = x.data + plane * g.H * g.W;
     T* output = y.data + plane * g.P * g.Q;
@@ -314,8 +262,9 @@ void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicT
   check_tensor(dy, pool.shapes().output, "output_grad");
   check_tensor(dx, pool.shapes().input, "input_grad");
   const WindowGeometry g(pool.params(), pool.shapes());
+#ifdef CONVGEMM_HAVE_AVX512
   if constexpr (std::is_same_v<T, float>) {
-    if (is_plain_2x2(g)) {
+    if (takes_2x2_kernels(g)) {
       parallel_over_planes(g.planes, [&](int64_t plane) {
         max_pool_2x2_backward_plane(x.data + plane * g.H * g.W, dy.data + plane * g.P * g.Q, g.H, g.W,
                                     dx.data + plane * g.H * g.W, g.P, g.Q, after_relu);
@@ -323,6 +272,7 @@ void max_pool_backward(const MaxPool2d& pool, BasicTensorView<const T> x, BasicT
       return;
     }
   }
+#endif
   parallel_over_planes(g.planes, [&](int64_t plane) {
     const T* input = x.data + plane * g.H * g.W;
     const T* output_grad = dy.data + plane * g.P * g.Q;
