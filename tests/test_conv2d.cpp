@@ -140,6 +140,18 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
+      // a wide image: one sample's 1880 pixels are one tile, so the weight gradient's reduction spans more than
+      // one K block of the AVX-512 dot kernel (1024), with a ragged tail; 13 filters x 45 columns leave partial
+      // micro-tiles on both sides
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 40,
+       .in_width = 47,
+       .out_channels = 13,
+       .kernel_height = 3,
+       .kernel_width = 5,
+       .padding = Padding2d::symmetric(1, 2),
+       .has_bias = true},
       // depthwise 3x3
       {.batch = 3,
        .in_channels = 24,

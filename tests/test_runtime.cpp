@@ -34,9 +34,9 @@ TEST_CASE("runtime: runtime_info names the BLAS, its kernel and TBB", "[runtime]
   if (info.blas_coretype_override.empty()) {
     CHECK(preferred_blas_coretype(info.cpu_has_avx512, info.blas_kernel).empty());
   }
-  // The convolutions' GEMM: convgemm's AVX-512 kernel where the CPU has AVX-512 F, unless CONVGEMM_GEMM=openblas
-  // (ctest runs the convolution tests a second time so, as conv2d_tests_with_openblas_gemm).
-  const char* forced = std::getenv("CONVGEMM_GEMM");
-  const bool openblas = (forced != nullptr && std::string(forced) == "openblas") || !__builtin_cpu_supports("avx512f");
+  // The convolutions' GEMMs: convgemm's AVX-512 kernels where the CPU has AVX-512 F, unless
+  // CONVGEMM_KERNELS=portable (ctest runs the kernel-dependent tests a second time so, as tests_with_portable_kernels).
+  const char* forced = std::getenv("CONVGEMM_KERNELS");
+  const bool openblas = (forced != nullptr && std::string(forced) == "portable") || !__builtin_cpu_supports("avx512f");
   CHECK(info.conv_gemm_kernel == (openblas ? "OpenBLAS" : "convgemm AVX-512"));
 }

@@ -16,9 +16,8 @@ struct RuntimeInfo {
   std::string blas_kernel;  // openblas_get_corename(): the CPU kernel set chosen at load time, e.g. "SkylakeX"
   std::string blas_coretype_override;  // OPENBLAS_CORETYPE as this process saw it ("" when unset)
   bool cpu_has_avx512 = false;         // F, CD, BW, DQ and VL: what OpenBLAS's SkylakeX kernels need
-  // The GEMM of forward and backward-data convolutions: "convgemm AVX-512" (its own kernel, on CPUs with AVX-512 F)
-  // or "OpenBLAS" (other CPUs, or CONVGEMM_GEMM=openblas in the environment). Weight gradients and Dense always
-  // use OpenBLAS.
+  // The convolutions' GEMMs: "convgemm AVX-512" (its own kernels, on CPUs with AVX-512 F) or "OpenBLAS" (other
+  // CPUs, or CONVGEMM_KERNELS=portable in the environment). Dense always uses OpenBLAS.
   std::string conv_gemm_kernel;
   std::string tbb_version;
   int default_threads = 0;  // concurrency of the calling thread's TBB arena

@@ -1,6 +1,6 @@
-// What convgemm's hand-written AVX-512 kernels (conv GEMM, 2x2 max pooling) share: the target attribute that lets
-// a function of a baseline x86-64 build use AVX-512 F intrinsics, the run-time check that the CPU has them, and
-// the lane mask of a partial vector.
+// What convgemm's hand-written AVX-512 kernels (conv GEMMs, im2col rows, 2x2 max pooling) share: the target
+// attribute that lets a function of a baseline x86-64 build use AVX-512 F intrinsics, the run-time choice to run
+// them, and the lane mask of a partial vector.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -9,12 +9,26 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #define CONVGEMM_AVX512 __attribute__((target("avx512f")))
 
 namespace convgemm::kernels {
 
 inline bool cpu_has_avx512f() { return __builtin_cpu_supports("avx512f") != 0; }
+
+// Whether the hand-written AVX-512 kernels run: on CPUs with AVX-512 F, unless CONVGEMM_KERNELS=portable is set in
+// the environment, which sends every operation to its portable path (OpenBLAS GEMMs, the compiler-vectorised
+// loops) so that the tests cover both on one machine. Read once.
+inline bool use_avx512_kernels() {
+  static const bool chosen = [] {
+    const char* forced = std::getenv("CONVGEMM_KERNELS");
+    if (forced != nullptr && std::strcmp(forced, "portable") == 0) return false;
+    return cpu_has_avx512f();
+  }();
+  return chosen;
+}
 
 // The first `count` of 16 lanes (none for count <= 0, all for count >= 16): a masked load or store of a row's
 // last, partial vector.

@@ -8,7 +8,7 @@
 // registers before the one store) runs these shapes faster, on compact tiles (ldb == n) up to K = 2048; B read in
 // place from a larger image, deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
 // see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
-// CONVGEMM_GEMM=openblas is set in the environment (the tests run both).
+// CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"
@@ -25,6 +25,11 @@ struct GemmEpilogue {
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {});
+
+// C[m x n] = A[m x k] * B[n x k]^T, or C += that when accumulate: backward-weights' dY * im2col(x)^T, both operands
+// row-major with the reduction (pixels) along their rows.
+void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, bool accumulate);
 
 // "convgemm AVX-512" or "OpenBLAS": what conv_gemm runs on this CPU.
 const char* conv_gemm_kernel();

@@ -3,6 +3,7 @@
 // holds zeros (padding). Computing the range once per tap keeps the inner loops branch-free, so they vectorise
 // for stride 1. Index arithmetic rather than shifted pointers: the input offset may be negative (left padding).
 #include "kernels/im2col.hpp"
+#include "kernels/avx512.hpp"
 #include "kernels/vector_clones.hpp"
 
 #include <algorithm>
@@ -162,11 +163,60 @@ void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t 
       });
 }
 
+#ifdef CONVGEMM_HAVE_AVX512
+// dst[q - q_from] for q in [q_from, q_to) = image_row[q] where q is in [first, last), 0 elsewhere: one masked load
+// and store per 16 pixels, padding and all. The lanes outside [first, last) are not read (a masked load does not
+// touch them, so image_row + q may point before the image), which replaces the zero/copy/zero split of the
+// generic rows: a LeNet's rows are 11-28 pixels, where that split cost more than the copy.
+CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, const float* image_row, int64_t q_from,
+                                                                  int64_t q_to, int64_t first, int64_t last) {
+  for (int64_t q0 = q_from; q0 < q_to; q0 += 16) {
+    const __mmask16 store = first_lanes(q_to - q0);
+    const __mmask16 load = store & first_lanes(last - q0) & static_cast<__mmask16>(~first_lanes(first - q0));
+    _mm512_mask_storeu_ps(dst + (q0 - q_from), store, _mm512_maskz_loadu_ps(load, image_row + q0));
+  }
+}
+
+// im2col for horizontal stride 1 (the common case): every row of every tap is one copy_row_padded. (Its own loop
+// nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot be called from that template's
+// baseline instantiation, and the span case needs no separate path here.)
+CONVGEMM_AVX512 void im2col_stride1_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin,
+                                           int64_t pixel_end, float* col, int64_t col_stride) {
+  const int64_t Q = g.output_width;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    for (int64_t r = 0; r < g.kernel_height; ++r) {
+      for (int64_t s = 0; s < g.kernel_width; ++s) {
+        const ValidColumns valid = valid_columns(g, s);
+        float* col_row = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - pixel_begin;
+        for (int64_t p = pixel_begin / Q; p <= (pixel_end - 1) / Q; ++p) {
+          const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
+          const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
+          const int64_t h = input_row(g, p, r);
+          float* dst = col_row + p * Q + q_from;
+          if (h < 0) {  // a row of padding: nothing to read
+            copy_row_padded(dst, image, q_from, q_to, 0, 0);
+          } else {
+            copy_row_padded(dst, image + (c * g.height + h) * g.width + valid.input_offset, q_from, q_to,
+                            valid.first, valid.last);
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
 }  // namespace
 
-// The entry points: plain functions over the cloned ones (see vector_clones.hpp).
+// The entry points: plain functions over the cloned ones (see vector_clones.hpp), or the AVX-512 rows.
 void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
             int64_t col_stride) {
+#ifdef CONVGEMM_HAVE_AVX512
+  if (g.stride_width == 1 && use_avx512_kernels()) {
+    im2col_stride1_avx512(g, image, pixel_begin, pixel_end, col, col_stride);
+    return;
+  }
+#endif
   im2col_cloned(g, image, pixel_begin, pixel_end, col, col_stride);
 }
 

@@ -570,9 +570,9 @@ struct Conv2dPlan::Impl {
         const Tile current = weight_tiling.tile(first_tile + t);
         const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col);
         const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
-        sgemm(Transpose::no, Transpose::yes, group_out_channels, (c_end - c_begin) * taps, current.width(), 1.0f,
-              dy.data, dy.stride, cols.data, cols.stride, t == 0 ? 0.0f : 1.0f,
-              partial + g * group_out_channels * col_rows + c_begin * taps, col_rows);
+        kernels::weight_gemm(group_out_channels, (c_end - c_begin) * taps, current.width(), dy.data, dy.stride,
+                             cols.data, cols.stride, partial + g * group_out_channels * col_rows + c_begin * taps,
+                             col_rows, /*accumulate=*/t > 0);
       }
     }
   }

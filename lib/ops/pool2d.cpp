@@ -143,8 +143,7 @@ struct WindowGeometry {
 using kernels::first_lanes;
 
 bool takes_2x2_kernels(const WindowGeometry& g) {
-  static const bool avx512 = kernels::cpu_has_avx512f();
-  return avx512 && g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
+  return kernels::use_avx512_kernels() && g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
 }
 
 // 16 windows per step. Two loads of a row give 32 floats, split into the windows' left (even) and right (odd)
