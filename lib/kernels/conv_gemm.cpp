@@ -92,8 +92,23 @@ constexpr std::array<std::array<MicroTile, 4>, row_block + 1> micro_tiles = {{{}
 // Blocks of K outermost (C is finished by the last), then blocks of rows of A small enough for L2 (backward-data's
 // W^T has up to C*R*S rows), then column blocks, then row blocks: each B micro-panel is loaded into L1 once and used
 // by every row block of the A block, which stays in L2 while the column blocks pass.
+// B read in place from a wider matrix (a 1x1 convolution's image: rows of the tile 12 KiB apart) is first copied
+// into a compact micro-panel: read in place, each of its k_block rows sits on its own page and the panel thrashes
+// the TLB (r50_1x1a forward: 173-205 GFLOP/s in place against 224-236 packed).
+CONVGEMM_AVX512 void pack_panel(int64_t kc, int64_t columns, const float* b, int64_t ldb, float* panel) {
+  const __mmask16 masks[3] = {first_lanes(columns), first_lanes(columns - 16), first_lanes(columns - 32)};
+  for (int64_t l = 0; l < kc; ++l) {
+    for (int j = 0; j < 3; ++j) {
+      _mm512_mask_storeu_ps(panel + l * column_block + 16 * j, masks[j],
+                            _mm512_maskz_loadu_ps(masks[j], b + l * ldb + 16 * j));
+    }
+  }
+}
+
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
+  const bool pack = ldb != n;
+  alignas(64) std::array<float, k_block * column_block> panel;
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
     const bool first = l0 == 0, last = l0 + kc == k;
@@ -101,9 +116,16 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       const int64_t r_end = std::min(m, r0 + a_rows_block);
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
         const int64_t columns = std::min(column_block, n - j0);
+        const float* b_panel = b + l0 * ldb + j0;
+        int64_t panel_ld = ldb;
+        if (pack) {
+          pack_panel(kc, columns, b_panel, ldb, panel.data());
+          b_panel = panel.data();
+          panel_ld = column_block;
+        }
         for (int64_t i0 = r0; i0 < r_end; i0 += row_block) {
           const int64_t rows = std::min(row_block, r_end - i0);
-          micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b + l0 * ldb + j0, ldb,
+          micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
                                                  c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
         }
       }
@@ -217,16 +239,15 @@ void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
 #ifdef CONVGEMM_HAVE_AVX512
-  // Where OpenBLAS's packed kernels are faster (measured), they run instead: on B read in place from a larger image
-  // (ldb > n: a 1x1 convolution's input or dY; its rows collide in L1, r50_1x1a forward 203 against 172 GFLOP/s),
-  // and on backward-data's W^T beyond 512 rows (the C tile no longer stays in cache across K blocks, r50_3x3c 298
-  // against 244). The kernel's ground: compact column tiles and thin W^T, such as a LeNet's.
-  // Past 2048 along K, C is revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win too (r50_3x3d
-  // forward, K = 4608: 278 against 244).
-  const bool kernel_fits = ldb == n && k <= max_inner && (transpose_a == Transpose::no || m <= max_transposed_rows);
+  // Where OpenBLAS's packed kernels are faster (measured), they run instead: on backward-data's W^T beyond 512 rows
+  // (the C tile no longer stays in cache across K blocks, r50_3x3c 298 against 244), and on backward-data of a 1x1
+  // convolution, whose dY is read in place (r50_1x1a: 184-213 packed against 218-222). Past 2048 along K, C is
+  // revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win too (r50_3x3d forward, K = 4608: 278 against
+  // 244). A 1x1 forward, its image read in place, runs here with packed panels (r50_1x1a: 224-236 against 173-205).
+  const bool transposed = transpose_a == Transpose::yes;
+  const bool kernel_fits = k <= max_inner && (!transposed || (m <= max_transposed_rows && ldb == n));
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
-    const bool transposed = transpose_a == Transpose::yes;
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue);
     return;
   }

@@ -5,9 +5,9 @@
 // Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a
 // good part of its time packing both operands, and a bias or ReLU costs it another pass over C. convgemm's own
 // AVX-512 kernel (8 rows x 48 columns of accumulators in registers, B read in place, the epilogue applied in
-// registers before the one store) runs these shapes faster, on compact tiles (ldb == n) up to K = 2048; B read in
-// place from a larger image, deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
-// see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
+// registers before the one store) runs these shapes faster up to K = 2048 (B read from a wider image is copied
+// into compact panels first); deeper K, backward-data beyond 512 rows of W^T and backward-data over dY read in
+// place stay with OpenBLAS (faster there, see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
 // CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
