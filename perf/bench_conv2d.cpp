@@ -4,7 +4,8 @@
 // every convolution figure can be read as a fraction of the GEMM peak measured in the same run.
 // Implementations: im2col (the plan), direct (the optimised direct loop nest), direct_naive (the plain-loop
 // oracle, on shapes it finishes in seconds) and onednn (oneDNN's convolution on plain NCHW tensors, when
-// oneDNN was found at configure time).
+// oneDNN was found at configure time); memory_bound is no convolution but the time to read the operands and
+// write the result once (see prepare_memory_bound).
 #include <convgemm/convgemm.hpp>
 
 #include <benchmark/benchmark.h>
@@ -13,9 +14,14 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -144,6 +150,35 @@ Prepared prepare_direct(Problem& p, Direction direction) {
           [&p] { direct_conv2d_backward_weights_optimized(p.params, p.input(), p.output_grad(), p.weights_grad()); });
   }
   return {};
+}
+
+// The memory bound of a call: read the direction's operands once, write its result once, over the same threads
+// the convolutions use, and nothing else. Its GFLOPs counter (the convolution's FLOPs over that time) is a rate no
+// implementation can pass on this machine: where it is below the SGEMM peak, the shape is bandwidth bound and the
+// report measures it against this roofline as well.
+Prepared prepare_memory_bound(Problem& p, Direction direction) {
+  std::vector<std::span<const float>> reads;
+  std::span<float> write;
+  switch (direction) {
+    case Direction::forward: reads = {p.x, p.w}, write = p.y; break;
+    case Direction::backward_data: reads = {p.dy, p.w}, write = p.dx; break;
+    case Direction::backward_weights: reads = {p.x, p.dy}, write = p.dw; break;
+  }
+  return stateless([reads, write] {
+    const int parts = oneapi::tbb::this_task_arena::max_concurrency();
+    oneapi::tbb::parallel_for(0, parts, [&](int part) {
+      // Byte-wise XOR: a reduction the compiler vectorises (and char may alias float).
+      unsigned char folded = 0;
+      for (const std::span<const float> operand : reads) {
+        const auto* bytes = reinterpret_cast<const unsigned char*>(operand.data());
+        const size_t size = operand.size_bytes();
+        for (size_t i = size * part / parts; i < size * (part + 1) / parts; ++i) folded ^= bytes[i];
+      }
+      std::fill(write.begin() + static_cast<ptrdiff_t>(write.size() * part / parts),
+                write.begin() + static_cast<ptrdiff_t>(write.size() * (part + 1) / parts), static_cast<float>(folded));
+    });
+    benchmark::ClobberMemory();
+  });
 }
 
 Prepared prepare_direct_naive(Problem& p, Direction direction) {
@@ -277,6 +312,7 @@ int main(int argc, char** argv) {
     for (const Shape& shape : shapes) {
       register_conv("im2col", shape, direction, prepare_im2col);
       register_conv("direct", shape, direction, prepare_direct);
+      register_conv("memory_bound", shape, direction, prepare_memory_bound);
 #ifdef CONVGEMM_BENCH_ONEDNN
       register_conv("onednn", shape, direction, prepare_onednn);
 #endif

@@ -164,24 +164,51 @@ void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t 
 }
 
 #ifdef CONVGEMM_HAVE_AVX512
-// dst[q - q_from] for q in [q_from, q_to) = image_row[q] where q is in [first, last), 0 elsewhere: one masked load
-// and store per 16 pixels, padding and all. The lanes outside [first, last) are not read (a masked load does not
-// touch them, so image_row + q may point before the image), which replaces the zero/copy/zero split of the
-// generic rows: a LeNet's rows are 11-28 pixels, where that split cost more than the copy.
+// The lanes of the 16 pixels from q0 that are in the row part [.., q_to) and read inside the image, [first, last).
+CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline __mmask16 inside_lanes(int64_t q0, int64_t q_to, int64_t first,
+                                                                   int64_t last) {
+  return first_lanes(q_to - q0) & first_lanes(last - q0) & static_cast<__mmask16>(~first_lanes(first - q0));
+}
+
+// Bits 0..7 of x moved to bits 0, 2, .., 14: lane j of a stride-2 row reads element 2j of its 32.
+constexpr __mmask16 spread_to_even_bits(unsigned x) {
+  x &= 0xFF;
+  x = (x | (x << 4)) & 0x0F0F;
+  x = (x | (x << 2)) & 0x3333;
+  x = (x | (x << 1)) & 0x5555;
+  return static_cast<__mmask16>(x);
+}
+
+// dst[q - q_from] for q in [q_from, q_to) = image_row[q * stride] where q is in [first, last), 0 elsewhere, for
+// stride 1 or 2: per 16 pixels one masked store after one masked load (stride 1) or two loads whose even elements
+// a permute gathers (stride 2). Lanes outside [first, last) are not read (a masked load does not touch them, so
+// image_row + q may point before the image). This replaces the generic rows' zero/copy/zero split, which cost
+// more than the copy on a LeNet's 11-28 pixel rows, and their scalar loop at stride 2 (a ResNet stem).
+template <int stride>
 CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, const float* image_row, int64_t q_from,
                                                                   int64_t q_to, int64_t first, int64_t last) {
+  static_assert(stride == 1 || stride == 2);
   for (int64_t q0 = q_from; q0 < q_to; q0 += 16) {
-    const __mmask16 store = first_lanes(q_to - q0);
-    const __mmask16 load = store & first_lanes(last - q0) & static_cast<__mmask16>(~first_lanes(first - q0));
-    _mm512_mask_storeu_ps(dst + (q0 - q_from), store, _mm512_maskz_loadu_ps(load, image_row + q0));
+    const __mmask16 inside = inside_lanes(q0, q_to, first, last);
+    __m512 pixels;
+    if constexpr (stride == 1) {
+      pixels = _mm512_maskz_loadu_ps(inside, image_row + q0);
+    } else {
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512 low = _mm512_maskz_loadu_ps(spread_to_even_bits(inside), image_row + 2 * q0);
+      const __m512 high = _mm512_maskz_loadu_ps(spread_to_even_bits(inside >> 8), image_row + 2 * q0 + 16);
+      pixels = _mm512_permutex2var_ps(low, even, high);
+    }
+    _mm512_mask_storeu_ps(dst + (q0 - q_from), first_lanes(q_to - q0), pixels);
   }
 }
 
-// im2col for horizontal stride 1 (the common case): every row of every tap is one copy_row_padded. (Its own loop
-// nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot be called from that template's
-// baseline instantiation, and the span case needs no separate path here.)
-CONVGEMM_AVX512 void im2col_stride1_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin,
-                                           int64_t pixel_end, float* col, int64_t col_stride) {
+// im2col for horizontal stride 1 or 2: every row of every tap is one copy_row_padded. (Its own loop nest rather than
+// for_each_tap_row: a lambda with the AVX-512 target cannot be called from that template's baseline instantiation,
+// and the span case needs no separate path here.)
+template <int stride>
+CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
+                                   float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
@@ -194,10 +221,10 @@ CONVGEMM_AVX512 void im2col_stride1_avx512(const ImageGeometry& g, const float* 
           const int64_t h = input_row(g, p, r);
           float* dst = col_row + p * Q + q_from;
           if (h < 0) {  // a row of padding: nothing to read
-            copy_row_padded(dst, image, q_from, q_to, 0, 0);
+            copy_row_padded<stride>(dst, image, q_from, q_to, 0, 0);
           } else {
-            copy_row_padded(dst, image + (c * g.height + h) * g.width + valid.input_offset, q_from, q_to,
-                            valid.first, valid.last);
+            copy_row_padded<stride>(dst, image + (c * g.height + h) * g.width + valid.input_offset, q_from, q_to,
+                                    valid.first, valid.last);
           }
         }
       }
@@ -212,8 +239,8 @@ CONVGEMM_AVX512 void im2col_stride1_avx512(const ImageGeometry& g, const float* 
 void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
             int64_t col_stride) {
 #ifdef CONVGEMM_HAVE_AVX512
-  if (g.stride_width == 1 && use_avx512_kernels()) {
-    im2col_stride1_avx512(g, image, pixel_begin, pixel_end, col, col_stride);
+  if (g.stride_width <= 2 && use_avx512_kernels()) {
+    (g.stride_width == 1 ? im2col_avx512<1> : im2col_avx512<2>)(g, image, pixel_begin, pixel_end, col, col_stride);
     return;
   }
 #endif
