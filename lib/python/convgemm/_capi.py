@@ -80,6 +80,8 @@ _plan_destroy = _declare("convgemm_conv2d_plan_destroy", None, _Plan)
 _output_dims = _declare("convgemm_conv2d_output_dims", _Status, _Plan, _int64_p)
 _forward = _declare("convgemm_conv2d_forward", _Status, _Plan, _Tensor, _Tensor, ctypes.c_void_p, ctypes.c_int64,
                     _Tensor, ctypes.c_void_p, ctypes.c_size_t)
+_forward_relu = _declare("convgemm_conv2d_forward_relu", _Status, _Plan, _Tensor, _Tensor, ctypes.c_void_p,
+                         ctypes.c_int64, _Tensor, ctypes.c_void_p, ctypes.c_size_t)
 _backward_data = _declare("convgemm_conv2d_backward_data", _Status, _Plan, _Tensor, _Tensor, _Tensor,
                           ctypes.c_void_p, ctypes.c_size_t)
 _backward_weights = _declare("convgemm_conv2d_backward_weights", _Status, _Plan, _Tensor, _Tensor, _Tensor,
@@ -173,10 +175,11 @@ class Conv2dPlan:
 
     # Each call takes data pointers of contiguous float32 buffers; the library checks every shape, writes the
     # whole output, and writes nothing when it reports an error. Gradients overwrite (autograd accumulates).
-    def forward(self, input_ptr, weight_ptr, bias_ptr, output_ptr):
-        _check(_forward(self._handle, tensor(input_ptr, self.input_shape), tensor(weight_ptr, self.weight_shape),
-                        bias_ptr, self.weight_shape[0] if self.has_bias else 0,
-                        tensor(output_ptr, self.output_shape), None, 0))
+    def forward(self, input_ptr, weight_ptr, bias_ptr, output_ptr, relu=False):
+        """relu: max(y, 0) applied in the GEMM's epilogue (convgemm_conv2d_forward_relu)."""
+        _check((_forward_relu if relu else _forward)(
+            self._handle, tensor(input_ptr, self.input_shape), tensor(weight_ptr, self.weight_shape), bias_ptr,
+            self.weight_shape[0] if self.has_bias else 0, tensor(output_ptr, self.output_shape), None, 0))
 
     def backward_data(self, output_grad_ptr, weight_ptr, input_grad_ptr):
         _check(_backward_data(self._handle, tensor(output_grad_ptr, self.output_shape),

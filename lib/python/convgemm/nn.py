@@ -1,5 +1,5 @@
 """convgemm.nn.Conv2d: torch.nn.Conv2d with forward and backward computed by convgemm, and conv2d, its functional
-form (torch.nn.functional.conv2d's signature). Tensors go to the library by data pointer, never copied: they must be
+form (torch.nn.functional.conv2d's signature), with conv2d_relu, the same followed by a ReLU fused into it. Tensors go to the library by data pointer, never copied: they must be
 contiguous float32 CPU tensors, anything else is refused with a TypeError (dtype, device, layout) or a ValueError
 (strides), because a silent conversion would hide a copy on every call."""
 
@@ -10,7 +10,7 @@ from torch.autograd.function import once_differentiable
 
 from convgemm import _capi
 
-__all__ = ["Conv2d", "conv2d"]
+__all__ = ["Conv2d", "conv2d", "conv2d_relu"]
 
 
 def _pair(value, name):
@@ -77,22 +77,63 @@ class _Conv2dFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, output_grad):
         input, weight = ctx.saved_tensors
-        plan = ctx.plan
-        # Autograd may hand over a broadcast or permuted gradient (e.g. the stride-0 one of y.sum()); the library
-        # reads dense NCHW, so this is the one place a copy can happen (a no-op when it is contiguous already).
-        output_grad = output_grad.contiguous()
-        needs_input, needs_weight, needs_bias, _ = ctx.needs_input_grad
-        input_grad = weight_grad = bias_grad = None
-        if needs_input:  # dx = col2im(W^T dy)
-            input_grad = torch.empty_like(input)
-            plan.backward_data(output_grad.data_ptr(), weight.data_ptr(), input_grad.data_ptr())
-        if needs_weight:  # dW = sum_n dy_n im2col(x_n)^T
-            weight_grad = torch.empty_like(weight)
-            plan.backward_weights(input.data_ptr(), output_grad.data_ptr(), weight_grad.data_ptr())
-        if needs_bias:  # db = sum over n, p, q of dy
-            bias_grad = torch.empty(plan.weight_shape[0], dtype=torch.float32)
-            plan.backward_bias(output_grad.data_ptr(), bias_grad.data_ptr())
-        return input_grad, weight_grad, bias_grad, None
+        return _gradients(ctx, input, weight, output_grad)
+
+
+def _gradients(ctx, input, weight, output_grad):
+    """The gradients autograd asks for (ctx.needs_input_grad), given dL/d(conv output), through ctx.plan."""
+    plan = ctx.plan
+    # Autograd may hand over a broadcast or permuted gradient (e.g. the stride-0 one of y.sum()); the library
+    # reads dense NCHW, so this is the one place a copy can happen (a no-op when it is contiguous already).
+    output_grad = output_grad.contiguous()
+    needs_input, needs_weight, needs_bias, _ = ctx.needs_input_grad
+    input_grad = weight_grad = bias_grad = None
+    if needs_input:  # dx = col2im(W^T dy)
+        input_grad = torch.empty_like(input)
+        plan.backward_data(output_grad.data_ptr(), weight.data_ptr(), input_grad.data_ptr())
+    if needs_weight:  # dW = sum_n dy_n im2col(x_n)^T
+        weight_grad = torch.empty_like(weight)
+        plan.backward_weights(input.data_ptr(), output_grad.data_ptr(), weight_grad.data_ptr())
+    if needs_bias:  # db = sum over n, p, q of dy
+        bias_grad = torch.empty(plan.weight_shape[0], dtype=torch.float32)
+        plan.backward_bias(output_grad.data_ptr(), bias_grad.data_ptr())
+    return input_grad, weight_grad, bias_grad, None
+
+
+class _Conv2dReluFunction(torch.autograd.Function):
+    """y = relu(conv(x, W) + b), the ReLU in the GEMM's epilogue; backward masks dy by y > 0 (torch.relu's
+    gradient: 0 where the output is 0) and runs the convolution's backward on that."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, plan):
+        output = torch.empty(plan.output_shape, dtype=torch.float32)
+        plan.forward(input.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(),
+                     output.data_ptr(), relu=True)
+        ctx.plan = plan
+        ctx.save_for_backward(input, weight, output)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, output_grad):
+        input, weight, output = ctx.saved_tensors
+        return _gradients(ctx, input, weight, output_grad.masked_fill(output <= 0, 0.0))
+
+
+def _conv2d_call(function, input, weight, bias, stride, padding, dilation, groups, threads):
+    """Checks the arguments, finds the plan and applies `function` (plain or fused ReLU)."""
+    _require_float32_cpu("input", input, (3, 4))
+    _require_float32_cpu("weight", weight, (4,))
+    if bias is not None:
+        _require_float32_cpu("bias", bias, (1,))
+    if input.dim() == 3:  # unbatched (C, H, W), as torch accepts
+        return _conv2d_call(function, input.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
+                            threads)[0]
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = _padding(padding, tuple(weight.shape[2:]), dilation, stride)
+    plan = _plan(tuple(input.shape), tuple(weight.shape), stride, pads, dilation, groups, bias is not None,
+                 torch.get_num_threads() if threads is None else threads)
+    return function.apply(input, weight, bias, plan)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, threads=None):
@@ -101,17 +142,14 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     threads: the plan's thread count; None uses torch.get_num_threads(), so torch.set_num_threads() governs
     convgemm too and the two never run more threads than the host asked for.
     """
-    _require_float32_cpu("input", input, (3, 4))
-    _require_float32_cpu("weight", weight, (4,))
-    if bias is not None:
-        _require_float32_cpu("bias", bias, (1,))
-    if input.dim() == 3:  # unbatched (C, H, W), as torch accepts
-        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, threads=threads)[0]
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
-    pads = _padding(padding, tuple(weight.shape[2:]), dilation, stride)
-    plan = _plan(tuple(input.shape), tuple(weight.shape), stride, pads, dilation, groups, bias is not None,
-                 torch.get_num_threads() if threads is None else threads)
-    return _Conv2dFunction.apply(input, weight, bias, plan)
+    return _conv2d_call(_Conv2dFunction, input, weight, bias, stride, padding, dilation, groups, threads)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, threads=None):
+    """torch.relu(conv2d(...)) in one pass: the ReLU is applied in registers before the output is stored (oneDNN's
+    post-op), not as a second pass over it. Arguments as conv2d(); differentiable like the unfused pair. One
+    difference from torch.relu: a NaN output becomes 0 (convgemm's ReLU keeps only values > 0)."""
+    return _conv2d_call(_Conv2dReluFunction, input, weight, bias, stride, padding, dilation, groups, threads)
 
 
 class Conv2d(torch.nn.Conv2d):
