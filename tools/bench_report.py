@@ -55,6 +55,10 @@ def main():
     def roofline(row):
         return min(peak, row.get("memory_bound", peak))
 
+    def shape_gemm(shape):
+        gemm = medians.get(f"sgemm/{shape}")
+        return f"{gemm['GFLOPs']:.1f}" if gemm else "-"
+
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -66,11 +70,13 @@ def main():
         f"(convgemm {context.get('convgemm', '?')}). SGEMM 2048^3 on all cores: **{peak:.0f} GFLOP/s**. "
         "Medians of 3 repetitions, GFLOP/s by the one FLOP formula 2*N*K*(C/G)*R*S*P*Q. "
         "*memory bound*: the FLOP rate of a call that only reads the operands and writes the result once; "
-        "*roofline*: the lower of that and the SGEMM peak, the most any implementation can reach here.",
+        "*roofline*: the lower of that and the SGEMM peak, the most any implementation can reach here. "
+        "*shape's GEMM*: OpenBLAS on the GEMM the shape lowers to (the whole batch's forward product, no im2col), "
+        "on all cores.",
         "",
-        "| shape | direction | im2col | direct | oneDNN | naive | memory bound | im2col/direct | im2col/oneDNN "
-        "| of SGEMM peak | of roofline | workspace MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| shape | direction | im2col | direct | oneDNN | naive | memory bound | shape's GEMM | im2col/direct "
+        "| im2col/oneDNN | of SGEMM peak | of roofline | workspace MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in shapes:
         for direction in DIRECTIONS:
@@ -87,7 +93,8 @@ def main():
 
             lines.append(
                 f"| {shape} | {direction} | {ours:.1f} | {cell('direct')} | {cell('onednn')} | "
-                f"{cell('direct_naive')} | {cell('memory_bound')} | {ratio('direct')} | {ratio('onednn')} | "
+                f"{cell('direct_naive')} | {cell('memory_bound')} | {shape_gemm(shape)} | {ratio('direct')} | "
+                f"{ratio('onednn')} | "
                 f"{ours / peak:.2f} | {ours / roofline(row):.2f} | {workspace.get((direction, shape), 0) / 2**20:.2f} |")
     lines.append("")
     lines.append("| direction | geomean of SGEMM peak (ResNet/VGG/LeNet) | lowest 3x3/1x1 shape "
@@ -105,6 +112,12 @@ def main():
         lines.append(f"| {direction} | {geomean(fractions.values()):.2f} | "
                      f"{lowest(fractions, [s for s in fractions if s != 'r50_c1'])} | "
                      f"{geomean(of_roofline.values()):.2f} | {lowest(of_roofline, of_roofline)} |")
+    bare = [medians[f"sgemm/{s}"]["GFLOPs"] / peak for s in TARGET_SHAPES if f"sgemm/{s}" in medians]
+    if bare:
+        lines.append("")
+        lines.append(f"The shapes' bare GEMMs (OpenBLAS, no im2col) reach a geomean of {geomean(bare):.2f} of the "
+                     f"SGEMM peak over the same shapes (lowest: "
+                     f"{min(zip(bare, TARGET_SHAPES))[1]} {min(bare):.2f}).")
     batch1 = medians.get("conv/forward/im2col/r50_3x3b_n1")
     batch1_single = medians.get("conv/forward/im2col_1thread/r50_3x3b_n1")
     if batch1 and batch1_single:
