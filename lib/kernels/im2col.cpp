@@ -7,6 +7,7 @@
 #include "kernels/vector_clones.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace convgemm::kernels {
@@ -203,73 +204,89 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, co
   }
 }
 
-// The masks of a whole row of a tap, computed once per tap when a row spans at most max_row_chunks vectors (a
-// LeNet's 11-28 pixels, a ResNet's 56): rows then cost a load and a store each, no mask arithmetic.
-constexpr int64_t max_row_chunks = 4;
-struct RowMasks {
-  int64_t chunks = 0;
-  __mmask16 store[max_row_chunks] = {}, load_low[max_row_chunks] = {}, load_high[max_row_chunks] = {};
-};
-
-template <int stride>
-CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline RowMasks row_masks(int64_t Q, int64_t first, int64_t last) {
-  RowMasks masks;
-  masks.chunks = (Q + 15) / 16;
-  for (int64_t j = 0; j < masks.chunks; ++j) {
-    const __mmask16 inside = inside_lanes(16 * j, Q, first, last);
-    masks.store[j] = first_lanes(Q - 16 * j);
-    masks.load_low[j] = stride == 1 ? inside : spread_to_even_bits(inside);
-    masks.load_high[j] = spread_to_even_bits(inside >> 8);
-  }
-  return masks;
-}
-
-// dst[q] = image_row[q * stride] for the whole row, by the tap's masks (see copy_row_padded).
-template <int stride>
-CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_masked(float* dst, const float* image_row,
-                                                                  const RowMasks& masks) {
-  for (int64_t j = 0; j < masks.chunks; ++j) {
-    __m512 pixels;
-    if constexpr (stride == 1) {
-      pixels = _mm512_maskz_loadu_ps(masks.load_low[j], image_row + 16 * j);
-    } else {
-      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-      const __m512 low = _mm512_maskz_loadu_ps(masks.load_low[j], image_row + 32 * j);
-      const __m512 high = _mm512_maskz_loadu_ps(masks.load_high[j], image_row + 32 * j + 16);
-      pixels = _mm512_permutex2var_ps(low, even, high);
+// im2col over whole output rows of at most 4 vectors (a LeNet's 11-28 pixels, a ResNet's 56), the common case of
+// small images: per tap, the masks are computed once and the rows inside the image found once, so that each row
+// costs one or two masked loads (and a permute at stride 2) and one masked store, no per-row arithmetic.
+template <int stride, int chunks>
+CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const float* image, int64_t p_begin,
+                                              int64_t p_end, float* col, int64_t col_stride) {
+  const int64_t Q = g.output_width;
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  __mmask16 store[chunks], load_low[chunks], load_high[chunks];
+  for (int j = 0; j < chunks; ++j) store[j] = first_lanes(Q - 16 * j);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    for (int64_t r = 0; r < g.kernel_height; ++r) {
+      // Output rows whose input row is inside the image: [p_inside, p_outside); padding rows around them.
+      const int64_t offset = r * g.dilation_height - g.pad_top;
+      const int64_t p_inside = std::clamp(first_output_at_or_past(0, offset, g.stride_height, g.output_height),
+                                          p_begin, p_end);
+      const int64_t p_outside = std::clamp(
+          first_output_at_or_past(g.height, offset, g.stride_height, g.output_height), p_inside, p_end);
+      for (int64_t s = 0; s < g.kernel_width; ++s) {
+        const ValidColumns valid = valid_columns(g, s);
+#pragma GCC unroll 4
+        for (int j = 0; j < chunks; ++j) {
+          const __mmask16 inside = inside_lanes(16 * j, Q, valid.first, valid.last);
+          load_low[j] = stride == 1 ? inside : spread_to_even_bits(inside);
+          load_high[j] = spread_to_even_bits(inside >> 8);
+        }
+        float* dst = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - p_begin * Q;
+        for (int64_t p = p_begin; p < p_inside; ++p) {
+#pragma GCC unroll 4
+          for (int j = 0; j < chunks; ++j) _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], _mm512_setzero_ps());
+        }
+        const float* row = p_inside == p_outside ? image  // no row inside the image: row is not read
+                           : image + (c * g.height + p_inside * g.stride_height + offset) * g.width + valid.input_offset;
+        for (int64_t p = p_inside; p < p_outside; ++p, row += g.stride_height * g.width) {
+#pragma GCC unroll 4
+          for (int j = 0; j < chunks; ++j) {
+            __m512 pixels;
+            if constexpr (stride == 1) {
+              pixels = _mm512_maskz_loadu_ps(load_low[j], row + 16 * j);
+            } else {
+              pixels = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(load_low[j], row + 32 * j), even,
+                                              _mm512_maskz_loadu_ps(load_high[j], row + 32 * j + 16));
+            }
+            _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], pixels);
+          }
+        }
+        for (int64_t p = p_outside; p < p_end; ++p) {
+#pragma GCC unroll 4
+          for (int j = 0; j < chunks; ++j) _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], _mm512_setzero_ps());
+        }
+      }
     }
-    _mm512_mask_storeu_ps(dst + 16 * j, masks.store[j], pixels);
   }
 }
 
-// im2col for horizontal stride 1 or 2, row by row: a row inside the tile, on rows of up to max_row_chunks
-// vectors, by masks computed once per tap (copy_row_masked); the tile's partial first and last rows and longer
-// rows by copy_row_padded. (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot
+// im2col for horizontal stride 1 or 2, one copy_row_padded per row: tiles that start or end inside a row, and rows
+// of more than 4 vectors. (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot
 // be called from that template's baseline instantiation.)
 template <int stride>
 CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
                                    float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
-  const bool short_rows = (Q + 15) / 16 <= max_row_chunks;
-  const RowMasks padding_masks = row_masks<stride>(short_rows ? Q : 0, 0, 0);  // reads nothing
+  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= 64) {
+    constexpr std::array whole_rows = {im2col_whole_rows_avx512<stride, 1>, im2col_whole_rows_avx512<stride, 2>,
+                                       im2col_whole_rows_avx512<stride, 3>, im2col_whole_rows_avx512<stride, 4>};
+    whole_rows[(Q + 15) / 16 - 1](g, image, pixel_begin / Q, pixel_end / Q, col, col_stride);
+    return;
+  }
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const ValidColumns valid = valid_columns(g, s);
-        const RowMasks masks = row_masks<stride>(short_rows ? Q : 0, valid.first, valid.last);
         float* col_row = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - pixel_begin;
         for (int64_t p = pixel_begin / Q; p <= (pixel_end - 1) / Q; ++p) {
           const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
           const int64_t h = input_row(g, p, r);
           float* dst = col_row + p * Q + q_from;
-          const float* image_row = h < 0 ? image : image + (c * g.height + h) * g.width + valid.input_offset;
-          if (short_rows && q_from == 0 && q_to == Q) {
-            copy_row_masked<stride>(dst, image_row, h < 0 ? padding_masks : masks);
-          } else if (h < 0) {  // a row of padding: nothing to read
+          if (h < 0) {  // a row of padding: nothing to read
             copy_row_padded<stride>(dst, image, q_from, q_to, 0, 0);
           } else {
-            copy_row_padded<stride>(dst, image_row, q_from, q_to, valid.first, valid.last);
+            copy_row_padded<stride>(dst, image + (c * g.height + h) * g.width + valid.input_offset, q_from, q_to,
+                                    valid.first, valid.last);
           }
         }
       }
