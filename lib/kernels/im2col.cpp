@@ -293,6 +293,56 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
     }
   }
 }
+
+// col2im over whole output rows at horizontal stride 1, image row by image row: each 16-pixel piece of a row of dx
+// is loaded once, receives every tap's contribution in registers (a masked load of the column row, shifted by the
+// tap's offset: lanes whose output column falls outside the row read nothing) and is stored once, instead of a
+// load-add-store of the image per tap. The additions happen in the same order as the tap-by-tap loops (r, then s),
+// so the result is the same, bit for bit. Measured: col2im was 36 % of lenet2's backward-data.
+constexpr int64_t max_gather_kernel_width = 16;
+constexpr int64_t max_gather_chunks = 4;  // image rows of up to 64 pixels
+
+CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const float* col, int64_t col_stride,
+                                              int64_t p_begin, int64_t p_end, float* image) {
+  const int64_t Q = g.output_width, W = g.width;
+  const int64_t chunks = (W + 15) / 16;
+  // tap_lanes[s][j]: the lanes of image columns 16j.. whose output column q = w + pad_left - s * dilation is in
+  // [0, Q); row_lanes[j]: the lanes inside the image row.
+  __mmask16 tap_lanes[max_gather_kernel_width][max_gather_chunks], row_lanes[max_gather_chunks];
+  for (int64_t j = 0; j < chunks; ++j) {
+    row_lanes[j] = first_lanes(W - 16 * j);
+    for (int64_t s = 0; s < g.kernel_width; ++s) {
+      const int64_t q0 = 16 * j + g.pad_left - s * g.dilation_width;
+      tap_lanes[s][j] = row_lanes[j] & first_lanes(Q - q0) & static_cast<__mmask16>(~first_lanes(-q0));
+    }
+  }
+  // Image rows this tile's output rows reach.
+  const int64_t h_first = std::max<int64_t>(0, p_begin * g.stride_height - g.pad_top);
+  const int64_t h_last = std::min<int64_t>(
+      g.height - 1, (p_end - 1) * g.stride_height + (g.kernel_height - 1) * g.dilation_height - g.pad_top);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    for (int64_t h = h_first; h <= h_last; ++h) {
+      float* image_row = image + (c * g.height + h) * W;
+      for (int64_t j = 0; j < chunks; ++j) {
+        __m512 sum = _mm512_maskz_loadu_ps(row_lanes[j], image_row + 16 * j);
+        for (int64_t r = 0; r < g.kernel_height; ++r) {
+          const int64_t t = h + g.pad_top - r * g.dilation_height;  // p * stride_height for the output row p
+          if (t < 0 || t % g.stride_height != 0) continue;
+          const int64_t p = t / g.stride_height;
+          if (p < p_begin || p >= p_end) continue;
+          const float* col_row =
+              col + (c * g.kernel_height + r) * g.kernel_width * col_stride + (p - p_begin) * Q + 16 * j + g.pad_left;
+          for (int64_t s = 0; s < g.kernel_width; ++s) {
+            // col_row + s * col_stride - s * dilation is output column 16j + pad_left - s * dilation of tap (r, s)
+            sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(tap_lanes[s][j],
+                                                           col_row + s * (col_stride - g.dilation_width)));
+          }
+        }
+        _mm512_mask_storeu_ps(image_row + 16 * j, row_lanes[j], sum);
+      }
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -311,6 +361,14 @@ void im2col(const ImageGeometry& g, const float* image, int64_t pixel_begin, int
 
 void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_stride, int64_t pixel_begin,
                        int64_t pixel_end, float* image) {
+#ifdef CONVGEMM_HAVE_AVX512
+  const int64_t Q = g.output_width;
+  if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= 16 * max_gather_chunks &&
+      g.kernel_width <= max_gather_kernel_width && use_avx512_kernels()) {
+    col2im_whole_rows_avx512(g, col, col_stride, pixel_begin / Q, pixel_end / Q, image);
+    return;
+  }
+#endif
   col2im_accumulate_cloned(g, col, col_stride, pixel_begin, pixel_end, image);
 }
 
