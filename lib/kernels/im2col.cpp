@@ -180,39 +180,63 @@ constexpr __mmask16 spread_to_even_bits(unsigned x) {
   return static_cast<__mmask16>(x);
 }
 
-// dst[q - q_from] for q in [q_from, q_to) = image_row[q * stride] where q is in [first, last), 0 elsewhere, for
-// stride 1 or 2: per 16 pixels one masked store after one masked load (stride 1) or two loads whose even elements
-// a permute gathers (stride 2). Lanes outside [first, last) are not read (a masked load does not touch them, so
-// image_row + q may point before the image). This replaces the generic rows' zero/copy/zero split, which cost
-// more than the copy on a LeNet's 11-28 pixel rows, and their scalar loop at stride 2 (a ResNet stem).
+// The load masks that read 16 pixels of a row at horizontal stride 1 or 2, of which the lanes `inside`: one load
+// (stride 1), or two loads of 16 floats each whose even elements are the pixels (stride 2).
+struct PixelMasks {
+  __mmask16 low, high;
+};
+template <int stride>
+CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline PixelMasks pixel_masks(__mmask16 inside) {
+  static_assert(stride == 1 || stride == 2);
+  if constexpr (stride == 1) return {inside, 0};
+  return {spread_to_even_bits(inside), spread_to_even_bits(inside >> 8)};
+}
+
+// Pixels q0 .. q0 + 15 of a row, row[q * stride] with row pointing at pixel q0; lanes outside the masks are 0 and
+// not read (a masked load does not touch them, so the row may start before the image).
+template <int stride>
+CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline __m512 load_pixels(const float* row, PixelMasks masks) {
+  if constexpr (stride == 1) return _mm512_maskz_loadu_ps(masks.low, row);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(masks.low, row), even,
+                                _mm512_maskz_loadu_ps(masks.high, row + 16));
+}
+
+// dst[q - q_from] for q in [q_from, q_to) = image_row[q * stride] where q is in [first, last), 0 elsewhere: per 16
+// pixels one masked store after load_pixels. This replaces the generic rows' zero/copy/zero split, which cost more
+// than the copy on a LeNet's 11-28 pixel rows, and their scalar loop at stride 2 (a ResNet stem).
 template <int stride>
 CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, const float* image_row, int64_t q_from,
                                                                   int64_t q_to, int64_t first, int64_t last) {
-  static_assert(stride == 1 || stride == 2);
   for (int64_t q0 = q_from; q0 < q_to; q0 += 16) {
-    const __mmask16 inside = inside_lanes(q0, q_to, first, last);
-    __m512 pixels;
-    if constexpr (stride == 1) {
-      pixels = _mm512_maskz_loadu_ps(inside, image_row + q0);
-    } else {
-      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-      const __m512 low = _mm512_maskz_loadu_ps(spread_to_even_bits(inside), image_row + 2 * q0);
-      const __m512 high = _mm512_maskz_loadu_ps(spread_to_even_bits(inside >> 8), image_row + 2 * q0 + 16);
-      pixels = _mm512_permutex2var_ps(low, even, high);
-    }
+    const __m512 pixels =
+        load_pixels<stride>(image_row + stride * q0, pixel_masks<stride>(inside_lanes(q0, q_to, first, last)));
     _mm512_mask_storeu_ps(dst + (q0 - q_from), first_lanes(q_to - q0), pixels);
   }
 }
 
-// im2col over whole output rows of at most 4 vectors (a LeNet's 11-28 pixels, a ResNet's 56), the common case of
-// small images: per tap, the masks are computed once and the rows inside the image found once, so that each row
-// costs one or two masked loads (and a permute at stride 2) and one masked store, no per-row arithmetic.
+// Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the per-tap paths below.
+constexpr int64_t max_row_chunks = 4;
+
+// Rows [p_from, p_to) of `chunks` vectors each, Q floats apart, set to 0 through the store masks.
+template <int chunks>
+CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void zero_rows(float* rows, int64_t p_from, int64_t p_to, int64_t Q,
+                                                            const __mmask16 (&store)[chunks]) {
+  for (int64_t p = p_from; p < p_to; ++p) {
+#pragma GCC unroll 4
+    for (int j = 0; j < chunks; ++j) _mm512_mask_storeu_ps(rows + p * Q + 16 * j, store[j], _mm512_setzero_ps());
+  }
+}
+
+// im2col over whole output rows of at most max_row_chunks vectors, the common case of small images: per tap, the
+// masks are computed once and the rows inside the image found once, so that each row costs load_pixels and one
+// masked store per vector, no per-row arithmetic.
 template <int stride, int chunks>
 CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const float* image, int64_t p_begin,
                                               int64_t p_end, float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  __mmask16 store[chunks], load_low[chunks], load_high[chunks];
+  __mmask16 store[chunks];
+  PixelMasks load[chunks];
   for (int j = 0; j < chunks; ++j) store[j] = first_lanes(Q - 16 * j);
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
@@ -225,50 +249,34 @@ CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const floa
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const ValidColumns valid = valid_columns(g, s);
 #pragma GCC unroll 4
-        for (int j = 0; j < chunks; ++j) {
-          const __mmask16 inside = inside_lanes(16 * j, Q, valid.first, valid.last);
-          load_low[j] = stride == 1 ? inside : spread_to_even_bits(inside);
-          load_high[j] = spread_to_even_bits(inside >> 8);
-        }
+        for (int j = 0; j < chunks; ++j) load[j] = pixel_masks<stride>(inside_lanes(16 * j, Q, valid.first, valid.last));
         float* dst = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - p_begin * Q;
-        for (int64_t p = p_begin; p < p_inside; ++p) {
-#pragma GCC unroll 4
-          for (int j = 0; j < chunks; ++j) _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], _mm512_setzero_ps());
-        }
+        zero_rows(dst, p_begin, p_inside, Q, store);
         const float* row = p_inside == p_outside ? image  // no row inside the image: row is not read
                            : image + (c * g.height + p_inside * g.stride_height + offset) * g.width + valid.input_offset;
         for (int64_t p = p_inside; p < p_outside; ++p, row += g.stride_height * g.width) {
 #pragma GCC unroll 4
           for (int j = 0; j < chunks; ++j) {
-            __m512 pixels;
-            if constexpr (stride == 1) {
-              pixels = _mm512_maskz_loadu_ps(load_low[j], row + 16 * j);
-            } else {
-              pixels = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(load_low[j], row + 32 * j), even,
-                                              _mm512_maskz_loadu_ps(load_high[j], row + 32 * j + 16));
-            }
-            _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], pixels);
+            _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], load_pixels<stride>(row + stride * 16 * j, load[j]));
           }
         }
-        for (int64_t p = p_outside; p < p_end; ++p) {
-#pragma GCC unroll 4
-          for (int j = 0; j < chunks; ++j) _mm512_mask_storeu_ps(dst + p * Q + 16 * j, store[j], _mm512_setzero_ps());
-        }
+        zero_rows(dst, p_outside, p_end, Q, store);
       }
     }
   }
 }
 
 // im2col for horizontal stride 1 or 2, one copy_row_padded per row: tiles that start or end inside a row, and rows
-// of more than 4 vectors. (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot
+// of more than max_row_chunks vectors. (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot
 // be called from that template's baseline instantiation.)
 template <int stride>
 CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
                                    float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
-  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= 64) {
+  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= 16 * max_row_chunks) {
     constexpr std::array whole_rows = {im2col_whole_rows_avx512<stride, 1>, im2col_whole_rows_avx512<stride, 2>,
                                        im2col_whole_rows_avx512<stride, 3>, im2col_whole_rows_avx512<stride, 4>};
+    static_assert(whole_rows.size() == max_row_chunks);
     whole_rows[(Q + 15) / 16 - 1](g, image, pixel_begin / Q, pixel_end / Q, col, col_stride);
     return;
   }
@@ -300,7 +308,6 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
 // load-add-store of the image per tap. The additions happen in the same order as the tap-by-tap loops (r, then s),
 // so the result is the same, bit for bit. Measured: col2im was 36 % of lenet2's backward-data.
 constexpr int64_t max_gather_kernel_width = 16;
-constexpr int64_t max_gather_chunks = 4;  // image rows of up to 64 pixels
 
 CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const float* col, int64_t col_stride,
                                               int64_t p_begin, int64_t p_end, float* image) {
@@ -308,12 +315,12 @@ CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const floa
   const int64_t chunks = (W + 15) / 16;
   // tap_lanes[s][j]: the lanes of image columns 16j.. whose output column q = w + pad_left - s * dilation is in
   // [0, Q); row_lanes[j]: the lanes inside the image row.
-  __mmask16 tap_lanes[max_gather_kernel_width][max_gather_chunks], row_lanes[max_gather_chunks];
+  __mmask16 tap_lanes[max_gather_kernel_width][max_row_chunks], row_lanes[max_row_chunks];
   for (int64_t j = 0; j < chunks; ++j) {
     row_lanes[j] = first_lanes(W - 16 * j);
     for (int64_t s = 0; s < g.kernel_width; ++s) {
-      const int64_t q0 = 16 * j + g.pad_left - s * g.dilation_width;
-      tap_lanes[s][j] = row_lanes[j] & first_lanes(Q - q0) & static_cast<__mmask16>(~first_lanes(-q0));
+      const int64_t q0 = 16 * j + g.pad_left - s * g.dilation_width;  // the output column of lane 0
+      tap_lanes[s][j] = inside_lanes(q0, q0 + W - 16 * j, 0, Q);
     }
   }
   // Image rows this tile's output rows reach.
@@ -363,7 +370,7 @@ void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_str
                        int64_t pixel_end, float* image) {
 #ifdef CONVGEMM_HAVE_AVX512
   const int64_t Q = g.output_width;
-  if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= 16 * max_gather_chunks &&
+  if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= 16 * max_row_chunks &&
       g.kernel_width <= max_gather_kernel_width && use_avx512_kernels()) {
     col2im_whole_rows_avx512(g, col, col_stride, pixel_begin / Q, pixel_end / Q, image);
     return;
