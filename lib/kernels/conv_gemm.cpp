@@ -73,21 +73,26 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
   }
 }
 
-using MicroTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                           bool, bool, const GemmEpilogue&, int64_t);
-// micro_tiles[rows][vectors]: a column block's last, narrower part takes only the vectors it needs.
-template <int rows>
-constexpr std::array<MicroTile, 4> tiles_of_rows = {nullptr, micro_tile<rows, 1>, micro_tile<rows, 2>,
-                                                    micro_tile<rows, 3>};
-constexpr std::array<std::array<MicroTile, 4>, row_block + 1> micro_tiles = {{{},
-                                                                              tiles_of_rows<1>,
-                                                                              tiles_of_rows<2>,
-                                                                              tiles_of_rows<3>,
-                                                                              tiles_of_rows<4>,
-                                                                              tiles_of_rows<5>,
-                                                                              tiles_of_rows<6>,
-                                                                              tiles_of_rows<7>,
-                                                                              tiles_of_rows<8>}};
+// tile_table<Tiles, columns>(rows)[r][c] = Tiles::of<r, c> for r in 1..rows, c in 1..columns (index 0 unused): a
+// kernel's micro-tile for every size of C's edges, so that the last, smaller blocks take only what they need.
+template <class Tiles, int row, int... column>
+constexpr auto tile_table_row(std::integer_sequence<int, column...>) {
+  return std::array<typename Tiles::Function, sizeof...(column) + 1>{nullptr, Tiles::template of<row, column + 1>...};
+}
+template <class Tiles, int columns, int... row>
+constexpr auto tile_table(std::integer_sequence<int, row...>) {
+  return std::array<std::array<typename Tiles::Function, columns + 1>, sizeof...(row) + 1>{
+      {{}, tile_table_row<Tiles, row + 1>(std::make_integer_sequence<int, columns>())...}};
+}
+
+// micro_tiles[rows][vectors]
+struct MicroTiles {
+  using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+                            bool, bool, const GemmEpilogue&, int64_t);
+  template <int rows, int vectors>
+  static constexpr Function of = micro_tile<rows, vectors>;
+};
+constexpr auto micro_tiles = tile_table<MicroTiles, column_block / 16>(std::make_integer_sequence<int, row_block>());
 
 // Blocks of K outermost (C is finished by the last), then blocks of rows of A small enough for L2 (backward-data's
 // W^T has up to C*R*S rows), then column blocks, then row blocks: each B micro-panel is loaded into L1 once and used
@@ -205,18 +210,13 @@ CONVGEMM_AVX512 void dot_tile(int64_t kc, const float* a, int64_t lda, const flo
   }
 }
 
-using DotTile = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
-// dot_tiles[rows][columns] for the edges of C.
-template <int rows, int... columns>
-constexpr std::array<DotTile, dot_columns + 1> dot_tiles_of_rows(std::integer_sequence<int, columns...>) {
-  return {nullptr, dot_tile<rows, columns + 1>...};
-}
-template <int... rows>
-constexpr std::array<std::array<DotTile, dot_columns + 1>, dot_rows + 1> make_dot_tiles(
-    std::integer_sequence<int, rows...>) {
-  return {{{}, dot_tiles_of_rows<rows + 1>(std::make_integer_sequence<int, dot_columns>())...}};
-}
-constexpr auto dot_tiles = make_dot_tiles(std::make_integer_sequence<int, dot_rows>());
+// dot_tiles[rows][columns]
+struct DotTiles {
+  using Function = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
+  template <int rows, int columns>
+  static constexpr Function of = dot_tile<rows, columns>;
+};
+constexpr auto dot_tiles = tile_table<DotTiles, dot_columns>(std::make_integer_sequence<int, dot_rows>());
 
 void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                         float* c, int64_t ldc, bool accumulate) {
