@@ -13,7 +13,7 @@ namespace {
 
 #ifdef CONVGEMM_HAVE_AVX512
 constexpr int64_t row_block = 8;      // MR: rows of C per micro-tile
-constexpr int64_t column_block = 48;  // NR: three vectors of 16 columns
+constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
 // 48 KiB L1 while every row block of A passes over it.
 constexpr int64_t k_block = 128;

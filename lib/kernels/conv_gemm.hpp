@@ -22,6 +22,9 @@ struct GemmEpilogue {
   bool relu = false;            // max(c, 0), 0 for NaN (relu_forward's definition)
 };
 
+// The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.
+inline constexpr int64_t conv_gemm_column_block = 48;
+
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {});

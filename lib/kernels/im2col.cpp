@@ -216,7 +216,7 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, co
 }
 
 // Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the per-tap paths below.
-constexpr int64_t max_row_chunks = 4;
+constexpr int64_t max_row_chunks = max_whole_row_width / 16;
 
 // Rows [p_from, p_to) of `chunks` vectors each, Q floats apart, set to 0 through the store masks.
 template <int chunks>
@@ -273,7 +273,7 @@ template <int stride>
 CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
                                    float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
-  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= 16 * max_row_chunks) {
+  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= max_whole_row_width) {
     constexpr std::array whole_rows = {im2col_whole_rows_avx512<stride, 1>, im2col_whole_rows_avx512<stride, 2>,
                                        im2col_whole_rows_avx512<stride, 3>, im2col_whole_rows_avx512<stride, 4>};
     static_assert(whole_rows.size() == max_row_chunks);
@@ -370,7 +370,7 @@ void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_str
                        int64_t pixel_end, float* image) {
 #ifdef CONVGEMM_HAVE_AVX512
   const int64_t Q = g.output_width;
-  if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= 16 * max_row_chunks &&
+  if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= max_whole_row_width &&
       g.kernel_width <= max_gather_kernel_width && use_avx512_kernels()) {
     col2im_whole_rows_avx512(g, col, col_stride, pixel_begin / Q, pixel_end / Q, image);
     return;

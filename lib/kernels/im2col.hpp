@@ -25,6 +25,10 @@ struct ImageGeometry {
   int64_t output_pixels() const { return output_height * output_width; }
 };
 
+// Output rows up to this wide have faster paths (AVX-512) when a range [pixel_begin, pixel_end) holds whole rows:
+// the plans cut the pixels of such images at row boundaries.
+inline constexpr int64_t max_whole_row_width = 64;
+
 // col[:, 0 : pixel_end - pixel_begin] = im2col(image)[:, pixel_begin : pixel_end]
 void im2col(const ImageGeometry& geometry, const float* image, int64_t pixel_begin, int64_t pixel_end, float* col,
             int64_t col_stride);
