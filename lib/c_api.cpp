@@ -3,6 +3,8 @@
 #include <convgemm/convgemm.h>
 #include <convgemm/convgemm.hpp>
 
+#include "kernels/conv_gemm.hpp"
+
 #include <oneapi/tbb/task_arena.h>
 
 #include <exception>
@@ -280,6 +282,8 @@ convgemm_status convgemm_get_build_info(convgemm_build_info* info) {
     };
   });
 }
+
+const char* convgemm_conv_gemm_kernel(void) { return convgemm::kernels::conv_gemm_kernel(); }
 
 convgemm_status convgemm_conv2d_params_init(convgemm_conv2d_params* params) {
   return translate_errors([&] {

@@ -291,6 +291,8 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
   CHECK_FALSE(std::string(info.tbb_version).empty());
   CHECK(info.default_threads >= 1);
   CHECK((info.cpu_has_avx512 == 0 || info.cpu_has_avx512 == 1));
+  // Which of the two is test_runtime's business (it checks the CPU and CONVGEMM_KERNELS): here, that C says the same.
+  CHECK(std::string(convgemm_conv_gemm_kernel()) == convgemm::runtime_info().conv_gemm_kernel);
   CHECK(convgemm_get_build_info(nullptr) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("info"));
 

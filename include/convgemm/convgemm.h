@@ -51,6 +51,11 @@ typedef struct convgemm_build_info {
  * set OPENBLAS_CORETYPE=SkylakeX in the environment before the process loads OpenBLAS (see the README). */
 CONVGEMM_API convgemm_status convgemm_get_build_info(convgemm_build_info* info);
 
+/* What the convolutions' GEMMs run on: "convgemm AVX-512" (the library's own kernels, on CPUs with AVX-512 F) or
+ * "OpenBLAS" (other CPUs, or CONVGEMM_KERNELS=portable in the environment when the library loaded). Valid for the
+ * life of the process. */
+CONVGEMM_API const char* convgemm_conv_gemm_kernel(void);
+
 /* A dense tensor the caller owns: NCHW activations, KCRS weights (K, C/groups, R, S). */
 typedef struct convgemm_tensor {
   float* data;

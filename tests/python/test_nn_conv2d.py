@@ -5,6 +5,7 @@ Run by ctest with PYTHONPATH=lib/python and CONVGEMM_LIBRARY=the built libconvge
 
 import copy
 import math
+import os
 import random
 import threading
 import unittest
@@ -254,6 +255,21 @@ class DropIn(unittest.TestCase):
             thread.join()
         for result, value in zip(results, expected):
             self.assertTrue(torch.equal(result, value))
+
+
+class RuntimeInfo(unittest.TestCase):
+    def test_says_what_the_library_runs_on(self):
+        info = convgemm.runtime_info()
+        self.assertEqual(info["version"], ".".join(map(str, convgemm.library_version())))
+        self.assertEqual(info["blas_vendor"], "OpenBLAS")
+        self.assertIn("OpenBLAS", info["blas_config"])
+        self.assertTrue(info["blas_kernel"] and info["tbb_version"])
+        self.assertGreaterEqual(info["default_threads"], 1)
+        # The library's own kernels need AVX-512 F (implied by the F/CD/BW/DQ/VL that cpu_has_avx512 reports) and
+        # step aside for CONVGEMM_KERNELS=portable.
+        self.assertIn(info["conv_gemm_kernel"], ("convgemm AVX-512", "OpenBLAS"))
+        if info["cpu_has_avx512"] and os.environ.get("CONVGEMM_KERNELS") != "portable":
+            self.assertEqual(info["conv_gemm_kernel"], "convgemm AVX-512")
 
 
 class Calls(unittest.TestCase):

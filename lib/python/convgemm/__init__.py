@@ -7,6 +7,6 @@ convgemm). convgemm.library_path() says which one was loaded.
 """
 
 from convgemm import nn
-from convgemm._capi import ConvgemmError, library_path, library_version
+from convgemm._capi import ConvgemmError, library_path, library_version, runtime_info
 
-__all__ = ["ConvgemmError", "library_path", "library_version", "nn"]
+__all__ = ["ConvgemmError", "library_path", "library_version", "nn", "runtime_info"]

@@ -57,6 +57,12 @@ class _Tensor(ctypes.Structure):  # convgemm_tensor and convgemm_const_tensor: t
     _fields_ = [("data", ctypes.c_void_p), ("dims", ctypes.c_int64 * 4)]
 
 
+class _BuildInfo(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_char_p), ("blas_vendor", ctypes.c_char_p), ("blas_config", ctypes.c_char_p),
+                ("blas_kernel", ctypes.c_char_p), ("tbb_version", ctypes.c_char_p),
+                ("default_threads", ctypes.c_int32), ("cpu_has_avx512", ctypes.c_int32)]
+
+
 _Status = ctypes.c_int
 _Plan = ctypes.c_void_p
 _int64_p = ctypes.POINTER(ctypes.c_int64)
@@ -72,6 +78,8 @@ def _declare(name, restype, *argtypes):
 _version = _declare("convgemm_version", None, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
                     ctypes.POINTER(ctypes.c_int))
 _last_error = _declare("convgemm_last_error", ctypes.c_char_p)
+_get_build_info = _declare("convgemm_get_build_info", ctypes.c_int, ctypes.POINTER(_BuildInfo))
+_conv_gemm_kernel = _declare("convgemm_conv_gemm_kernel", ctypes.c_char_p)
 _params_init = _declare("convgemm_conv2d_params_init", _Status, ctypes.POINTER(_Params))
 _set_same_padding = _declare("convgemm_conv2d_params_set_same_padding", _Status, ctypes.POINTER(_Params))
 _plan_create = _declare("convgemm_conv2d_plan_create", _Status, ctypes.POINTER(_Params), ctypes.c_int32,
@@ -113,6 +121,18 @@ def library_version():
     major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
     _version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
     return major.value, minor.value, patch.value
+
+
+def runtime_info():
+    """What the loaded library runs on, as a dict: its version, the BLAS (vendor, configuration, the CPU kernel set
+    OpenBLAS chose), the kernels of the convolutions' GEMMs, TBB's version, the default thread count and whether
+    the CPU has AVX-512. Worth logging next to any timing."""
+    info = _BuildInfo()
+    _check(_get_build_info(ctypes.byref(info)))
+    text = {name: getattr(info, name).decode() for name in
+            ("version", "blas_vendor", "blas_config", "blas_kernel", "tbb_version")}
+    return {**text, "conv_gemm_kernel": _conv_gemm_kernel().decode(), "default_threads": info.default_threads,
+            "cpu_has_avx512": bool(info.cpu_has_avx512)}
 
 
 if library_version()[:2] != ABI_VERSION:
