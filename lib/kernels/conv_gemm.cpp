@@ -94,44 +94,56 @@ struct MicroTiles {
 };
 constexpr auto micro_tiles = tile_table<MicroTiles, column_block / 16>(std::make_integer_sequence<int, row_block>());
 
-// Blocks of K outermost (C is finished by the last), then blocks of rows of A small enough for L2 (backward-data's
-// W^T has up to C*R*S rows), then column blocks, then row blocks: each B micro-panel is loaded into L1 once and used
-// by every row block of the A block, which stays in L2 while the column blocks pass.
-// B read in place from a wider matrix (a 1x1 convolution's image: rows of the tile 12 KiB apart) is first copied
-// into a compact micro-panel: read in place, each of its k_block rows sits on its own page and the panel thrashes
-// the TLB (r50_1x1a forward: 173-205 GFLOP/s in place against 224-236 packed).
-CONVGEMM_AVX512 void pack_panel(int64_t kc, int64_t columns, const float* b, int64_t ldb, float* panel) {
-  const __mmask16 masks[3] = {first_lanes(columns), first_lanes(columns - 16), first_lanes(columns - 32)};
+// Copies rows [0, kc) of B's columns [0, n) into consecutive micro-panels (kc x 48 each, read by micro_tile with
+// leading dimension 48), reading each row of B once, left to right: a few long runs of memory per row rather than
+// one 192-byte piece of each of kc rows per panel.
+CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t ldb, float* panels) {
+  const int64_t panel_count = (n + column_block - 1) / column_block;
   for (int64_t l = 0; l < kc; ++l) {
-    for (int j = 0; j < 3; ++j) {
-      _mm512_mask_storeu_ps(panel + l * column_block + 16 * j, masks[j],
-                            _mm512_maskz_loadu_ps(masks[j], b + l * ldb + 16 * j));
+    const float* row = b + l * ldb;
+    for (int64_t p = 0; p < panel_count; ++p) {
+      const int64_t columns = std::min(column_block, n - p * column_block);
+      float* to = panels + (p * kc + l) * column_block;
+      const float* from = row + p * column_block;
+#pragma GCC unroll 3
+      for (int j = 0; j < 3; ++j) {
+        const __mmask16 mask = first_lanes(columns - 16 * j);
+        _mm512_mask_storeu_ps(to + 16 * j, mask, _mm512_maskz_loadu_ps(mask, from + 16 * j));
+      }
     }
   }
 }
 
+// Blocks of K outermost (C is finished by the last one).
+// A compact B (a column tile) is read in place: blocks of rows of A small enough for L2 (backward-data's W^T has up
+// to C*R*S rows), then column blocks, then row blocks, so that each B micro-panel is loaded into L1 once and used by
+// every row block of the A block, which stays in L2 while the column blocks pass.
+// A B inside a wider matrix is packed first, the whole K block of it (it stays in L2), and then row blocks are
+// outermost: each 8-row block of C is written left to right, a few long runs, instead of every row of C taking a
+// 192-byte piece per panel (for W^T's hundreds of rows, hundreds of pages touched per panel). Measured on r50_1x1a
+// backward-data, 256 rows of W^T over dY read in place: OpenBLAS 0.3.21 beat the column-block order, this order beats it.
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
-                      int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue) {
+                      int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels) {
   const bool pack = ldb != n;
-  alignas(64) std::array<float, k_block * column_block> panel;
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
     const bool first = l0 == 0, last = l0 + kc == k;
+    const auto tile = [&](int64_t i0, int64_t j0, const float* b_panel, int64_t panel_ld) {
+      const int64_t rows = std::min(row_block, m - i0), columns = std::min(column_block, n - j0);
+      micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
+                                             c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
+    };
+    if (pack) {
+      pack_panels(kc, n, b + l0 * ldb, ldb, panels);
+      for (int64_t i0 = 0; i0 < m; i0 += row_block) {
+        for (int64_t j0 = 0; j0 < n; j0 += column_block) tile(i0, j0, panels + j0 * kc, column_block);
+      }
+      continue;
+    }
     for (int64_t r0 = 0; r0 < m; r0 += a_rows_block) {
-      const int64_t r_end = std::min(m, r0 + a_rows_block);
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
-        const int64_t columns = std::min(column_block, n - j0);
-        const float* b_panel = b + l0 * ldb + j0;
-        int64_t panel_ld = ldb;
-        if (pack) {
-          pack_panel(kc, columns, b_panel, ldb, panel.data());
-          b_panel = panel.data();
-          panel_ld = column_block;
-        }
-        for (int64_t i0 = r0; i0 < r_end; i0 += row_block) {
-          const int64_t rows = std::min(row_block, r_end - i0);
-          micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
-                                                 c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
+        for (int64_t i0 = r0; i0 < std::min(m, r0 + a_rows_block); i0 += row_block) {
+          tile(i0, j0, b + l0 * ldb + j0, ldb);
         }
       }
     }
@@ -236,19 +248,28 @@ void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t
 
 }  // namespace
 
+int64_t conv_gemm_panel_floats(int64_t n, int64_t k) {
+  constexpr int64_t panel = conv_gemm_column_block;
+#ifdef CONVGEMM_HAVE_AVX512
+  static_assert(panel == column_block);
+  return std::min(k, k_block) * ((n + panel - 1) / panel * panel);
+#else
+  return 0;
+#endif
+}
+
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue) {
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue, float* panels) {
 #ifdef CONVGEMM_HAVE_AVX512
   // Where OpenBLAS's packed kernels are faster (measured), they run instead: on backward-data's W^T beyond 512 rows
-  // (the C tile no longer stays in cache across K blocks, r50_3x3c 298 against 244), and on backward-data of a 1x1
-  // convolution, whose dY is read in place (r50_1x1a: 184-213 packed against 218-222). Past 2048 along K, C is
-  // revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win too (r50_3x3d forward, K = 4608: 278 against
-  // 244). A 1x1 forward, its image read in place, runs here with packed panels (r50_1x1a: 224-236 against 173-205).
+  // (the C tile no longer stays in cache across K blocks, r50_3x3c 298 against 244), and past 2048 along K, where
+  // C is revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win (r50_3x3d forward, K = 4608: 278 against
+  // 244).
   const bool transposed = transpose_a == Transpose::yes;
-  const bool kernel_fits = k <= max_inner && (!transposed || (m <= max_transposed_rows && ldb == n));
+  const bool kernel_fits = k <= max_inner && (!transposed || m <= max_transposed_rows) && (ldb == n || panels);
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
-    conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue);
+    conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels);
     return;
   }
 #endif

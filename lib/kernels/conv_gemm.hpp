@@ -4,10 +4,11 @@
 //
 // Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a
 // good part of its time packing both operands, and a bias or ReLU costs it another pass over C. convgemm's own
-// AVX-512 kernel (8 rows x 48 columns of accumulators in registers, B read in place, the epilogue applied in
-// registers before the one store) runs these shapes faster up to K = 2048 (B read from a wider image is copied
-// into compact panels first); deeper K, backward-data beyond 512 rows of W^T and backward-data over dY read in
-// place stay with OpenBLAS (faster there, see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
+// AVX-512 kernel (8 rows x 48 columns of accumulators in registers, the epilogue applied in registers before the one
+// store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, ldb == n) in place; a B that
+// is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied, one K block at a time, into
+// the caller's panel buffer. Deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
+// see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
 // CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
@@ -25,9 +26,13 @@ struct GemmEpilogue {
 // The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.
 inline constexpr int64_t conv_gemm_column_block = 48;
 
+// The floats of the panel buffer conv_gemm needs for a k x n B read from a wider matrix (ldb != n).
+int64_t conv_gemm_panel_floats(int64_t n, int64_t k);
+
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
+// panels: conv_gemm_panel_floats(n) floats of scratch when ldb != n (without them, such a GEMM runs on OpenBLAS).
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {});
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr);
 
 // C[m x n] = A[m x k] * B[n x k]^T, or C += that when accumulate: backward-weights' dY * im2col(x)^T, both operands
 // row-major with the reduction (pixels) along their rows.

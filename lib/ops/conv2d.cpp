@@ -395,10 +395,23 @@ struct Conv2dPlan::Impl {
     if (path == Path::depthwise_direct || t.samples_per_tile == 1) return 0;
     return float_bytes(group_out_channels * t.width());
   }
+  // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
+  // 1x1 convolution, backward-data's dY, when a sample is cut into several tiles. Not for tiles narrower than one
+  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
+  size_t panel_bytes(Conv2dDirection direction) const {
+    const bool forward = direction == Conv2dDirection::forward;
+    const bool in_place = (forward && path == Path::pointwise_gemm) ||
+                          (direction == Conv2dDirection::backward_data && path != Path::depthwise_direct);
+    if (!in_place || tiling.samples_per_tile > 1 || tiling.tiles_per_sample == 1 ||
+        tiling.width() < kernels::conv_gemm_column_block) {
+      return 0;
+    }
+    return float_bytes(kernels::conv_gemm_panel_floats(tiling.width(), forward ? col_rows : group_out_channels));
+  }
   size_t slot_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_bias) return 0;
     const Tiling& t = tiling_for(direction);
-    return col_bytes(t) + gather_bytes(t);
+    return col_bytes(t) + gather_bytes(t) + panel_bytes(direction);
   }
   size_t partials_bytes(Conv2dDirection direction) const {
     if (direction != Conv2dDirection::backward_weights || path == Path::depthwise_direct) return 0;
@@ -412,14 +425,17 @@ struct Conv2dPlan::Impl {
                      workspace_bytes(Conv2dDirection::backward_weights)});
   }
 
-  // Layout: [partial dW of each wave chunk][slot 0: col, gather][slot 1: ...]
+  // Layout: [partial dW of each wave chunk][slot 0: col, gather, panels][slot 1: ...]
   struct SlotBuffers {
     float* col;
     float* gather;
+    float* panels;  // nullptr when the direction needs none
   };
   SlotBuffers slot_buffers(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot) const {
     std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_bytes(direction);
-    return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col_bytes(tiling_for(direction)))};
+    const size_t col = col_bytes(tiling_for(direction)), gather = gather_bytes(tiling_for(direction));
+    return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col),
+            panel_bytes(direction) == 0 ? nullptr : reinterpret_cast<float*>(base + col + gather)};
   }
   float* partial(std::span<std::byte> workspace, int64_t wave_chunk) const {
     return reinterpret_cast<float*>(workspace.data() +
@@ -524,7 +540,8 @@ struct Conv2dPlan::Impl {
         float* y = output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin;
         kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), col_rows, weights_g, col_rows, cols.data,
                            cols.stride, y, output_pixels,
-                           {.bias = bias == nullptr ? nullptr : bias + g * group_out_channels, .relu = relu});
+                           {.bias = bias == nullptr ? nullptr : bias + g * group_out_channels, .relu = relu},
+                           buffers.panels);
         continue;
       }
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
@@ -562,11 +579,11 @@ struct Conv2dPlan::Impl {
         if (writes_directly) {
           float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
           kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows,
-                             dy.data, dy.stride, dx + current.pixel_begin, input_pixels);
+                             dy.data, dy.stride, dx + current.pixel_begin, input_pixels, {}, buffers.panels);
           continue;
         }
         kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows, dy.data,
-                           dy.stride, buffers.col, current.width());
+                           dy.stride, buffers.col, current.width(), {}, buffers.panels);
         for (int64_t n = current.n_begin; n < current.n_end; ++n) {
           float* dx = input_channels(input_grad, n, g, c_begin);
           kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),
