@@ -350,6 +350,46 @@ CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const floa
     }
   }
 }
+
+// col2im at horizontal stride 2, tap row by tap row as the generic loops, in the same order of additions (so the
+// same result, bit for bit): 16 column entries at a time go to the even lanes of two vectors of the image row (a
+// permute each) and are added there under a mask that leaves the odd pixels, which other taps feed, untouched.
+// The generic loops do this one scalar at a time (r50_c1's 7x7 stride-2 stem: a third of its backward-data).
+CONVGEMM_AVX512 void col2im_stride2_avx512(const ImageGeometry& g, const float* col, int64_t col_stride,
+                                           int64_t pixel_begin, int64_t pixel_end, float* image) {
+  const int64_t Q = g.output_width;
+  const __m512i low_half = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);  // lane 2j <- j
+  const __m512i high_half = _mm512_add_epi32(low_half, _mm512_set1_epi32(8));                 // lane 2j <- j + 8
+  for (int64_t c = 0; c < g.channels; ++c) {
+    for (int64_t r = 0; r < g.kernel_height; ++r) {
+      for (int64_t s = 0; s < g.kernel_width; ++s) {
+        const ValidColumns valid = valid_columns(g, s);
+        const float* col_row = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - pixel_begin;
+        for (int64_t p = pixel_begin / Q; p <= (pixel_end - 1) / Q; ++p) {
+          const int64_t h = input_row(g, p, r);
+          if (h < 0) continue;  // the tap read padding: its gradient goes nowhere
+          const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
+          const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
+          const int64_t first = std::clamp(valid.first, q_from, q_to);
+          const int64_t last = std::clamp(valid.last, first, q_to);
+          const int64_t row_start = (c * g.height + h) * g.width + valid.input_offset;  // may be < 0: index only
+          for (int64_t q0 = first; q0 < last; q0 += 16) {
+            const __mmask16 lanes = first_lanes(last - q0);
+            const __m512 values = _mm512_maskz_loadu_ps(lanes, col_row + p * Q + q0);
+            float* pixels = image + (row_start + 2 * q0);  // pixel of q0, inside the image
+            const __mmask16 low = spread_to_even_bits(lanes), high = spread_to_even_bits(lanes >> 8);
+            const __m512 sum_low = _mm512_maskz_loadu_ps(low, pixels);
+            const __m512 sum_high = _mm512_maskz_loadu_ps(high, pixels + 16);
+            _mm512_mask_storeu_ps(pixels, low,
+                                  _mm512_add_ps(sum_low, _mm512_maskz_permutexvar_ps(low, low_half, values)));
+            _mm512_mask_storeu_ps(pixels + 16, high,
+                                  _mm512_add_ps(sum_high, _mm512_maskz_permutexvar_ps(high, high_half, values)));
+          }
+        }
+      }
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -373,6 +413,10 @@ void col2im_accumulate(const ImageGeometry& g, const float* col, int64_t col_str
   if (g.stride_width == 1 && pixel_begin % Q == 0 && pixel_end % Q == 0 && g.width <= max_whole_row_width &&
       g.kernel_width <= max_gather_kernel_width && use_avx512_kernels()) {
     col2im_whole_rows_avx512(g, col, col_stride, pixel_begin / Q, pixel_end / Q, image);
+    return;
+  }
+  if (g.stride_width == 2 && use_avx512_kernels()) {
+    col2im_stride2_avx512(g, col, col_stride, pixel_begin, pixel_end, image);
     return;
   }
 #endif
