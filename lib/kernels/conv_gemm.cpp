@@ -121,7 +121,8 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 // A B inside a wider matrix is packed first, the whole K block of it (it stays in L2), and then row blocks are
 // outermost: each 8-row block of C is written left to right, a few long runs, instead of every row of C taking a
 // 192-byte piece per panel (for W^T's hundreds of rows, hundreds of pages touched per panel). Measured on r50_1x1a
-// backward-data, 256 rows of W^T over dY read in place: OpenBLAS 0.3.21 beat the column-block order, this order beats it.
+// backward-data, 256 rows of W^T over dY read in place: OpenBLAS 0.3.21 beat the column-block order (0.73x), this
+// order beats OpenBLAS by 20-35 %.
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels) {
   const bool pack = ldb != n;

@@ -302,8 +302,8 @@ struct Conv2dPlan::Impl {
   }
 
   // Tiles of one sample's pixels end on whole output rows where im2col and col2im have whole-row paths, and on
-  // whole micro-panels of the GEMM kernel otherwise (measured: r50_1x1a +8-25 % in all three directions; cutting
-  // r50_3x3a's 56-pixel rows instead cost its forward 12-18 %).
+  // whole micro-panels of the GEMM kernel otherwise (measured: r50_c1's weight gradient +16-27 %; cutting r50_3x3a's
+  // 56-pixel rows at micro-panels instead cost its forward 12-18 %).
   Tiling make_tiling(int64_t max_pixels, int64_t min_pixels) const {
     const int64_t Q = shapes.output[3];
     const int64_t multiple = path == Path::im2col_gemm && Q <= kernels::max_whole_row_width
