@@ -217,6 +217,8 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, co
 
 // Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the per-tap paths below.
 constexpr int64_t max_row_chunks = max_whole_row_width / 16;
+// Wider rows up to this many vectors (256 pixels) have their masks computed once per tap (im2col_avx512).
+constexpr int64_t max_tap_chunks = 16;
 
 // Rows [p_from, p_to) of `chunks` vectors each, Q floats apart, set to 0 through the store masks.
 template <int chunks>
@@ -280,16 +282,38 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
     whole_rows[(Q + 15) / 16 - 1](g, image, pixel_begin / Q, pixel_end / Q, col, col_stride);
     return;
   }
+  // The masks of a row the tile holds whole depend on the tap only: for rows up to max_tap_chunks vectors they are
+  // computed once per tap, and such rows cost one load_pixels and one store per vector (r50_c1's 112-pixel rows at
+  // stride 2, vgg's 224 at stride 1). Rows the tile cuts take copy_row_padded, which works the masks out per vector.
+  const int64_t chunks = (Q + 15) / 16;
+  const bool masks_per_tap = chunks <= max_tap_chunks;
+  __mmask16 store[max_tap_chunks];
+  PixelMasks load[max_tap_chunks];
+  for (int64_t j = 0; j < std::min(chunks, max_tap_chunks); ++j) store[j] = first_lanes(Q - 16 * j);
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       for (int64_t s = 0; s < g.kernel_width; ++s) {
         const ValidColumns valid = valid_columns(g, s);
+        if (masks_per_tap) {
+          for (int64_t j = 0; j < chunks; ++j) {
+            load[j] = pixel_masks<stride>(inside_lanes(16 * j, Q, valid.first, valid.last));
+          }
+        }
         float* col_row = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - pixel_begin;
         for (int64_t p = pixel_begin / Q; p <= (pixel_end - 1) / Q; ++p) {
           const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
           const int64_t h = input_row(g, p, r);
           float* dst = col_row + p * Q + q_from;
+          if (masks_per_tap && q_from == 0 && q_to == Q) {
+            const float* row = h < 0 ? image : image + (c * g.height + h) * g.width + valid.input_offset;
+            for (int64_t j = 0; j < chunks; ++j) {
+              const __m512 pixels =
+                  h < 0 ? _mm512_setzero_ps() : load_pixels<stride>(row + stride * 16 * j, load[j]);
+              _mm512_mask_storeu_ps(dst + 16 * j, store[j], pixels);
+            }
+            continue;
+          }
           if (h < 0) {  // a row of padding: nothing to read
             copy_row_padded<stride>(dst, image, q_from, q_to, 0, 0);
           } else {
