@@ -112,12 +112,12 @@ def main():
         lines.append(f"| {direction} | {geomean(fractions.values()):.2f} | "
                      f"{lowest(fractions, [s for s in fractions if s != 'r50_c1'])} | "
                      f"{geomean(of_roofline.values()):.2f} | {lowest(of_roofline, of_roofline)} |")
-    bare = [medians[f"sgemm/{s}"]["GFLOPs"] / peak for s in TARGET_SHAPES if f"sgemm/{s}" in medians]
+    bare = {s: medians[f"sgemm/{s}"]["GFLOPs"] / peak for s in TARGET_SHAPES if f"sgemm/{s}" in medians}
     if bare:
+        lowest_bare = min(bare, key=bare.get)
         lines.append("")
-        lines.append(f"The shapes' bare GEMMs (OpenBLAS, no im2col) reach a geomean of {geomean(bare):.2f} of the "
-                     f"SGEMM peak over the same shapes (lowest: "
-                     f"{min(zip(bare, TARGET_SHAPES))[1]} {min(bare):.2f}).")
+        lines.append(f"The shapes' bare GEMMs (OpenBLAS, no im2col) reach a geomean of {geomean(bare.values()):.2f} "
+                     f"of the SGEMM peak over the same shapes (lowest: {lowest_bare} {bare[lowest_bare]:.2f}).")
     batch1 = medians.get("conv/forward/im2col/r50_3x3b_n1")
     batch1_single = medians.get("conv/forward/im2col_1thread/r50_3x3b_n1")
     if batch1 and batch1_single:
