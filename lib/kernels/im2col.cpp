@@ -268,9 +268,10 @@ CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const floa
   }
 }
 
-// im2col for horizontal stride 1 or 2, one copy_row_padded per row: tiles that start or end inside a row, and rows
-// of more than max_row_chunks vectors. (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot
-// be called from that template's baseline instantiation.)
+// im2col for horizontal stride 1 or 2 where the whole-row path does not apply (tiles that start or end inside a
+// row, rows of more than max_row_chunks vectors): row by row, with per-tap masks for the rows the tile holds whole.
+// (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot be called from that
+// template's baseline instantiation.)
 template <int stride>
 CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
                                    float* col, int64_t col_stride) {

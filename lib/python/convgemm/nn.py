@@ -1,7 +1,8 @@
 """convgemm.nn.Conv2d: torch.nn.Conv2d with forward and backward computed by convgemm, and conv2d, its functional
-form (torch.nn.functional.conv2d's signature), with conv2d_relu, the same followed by a ReLU fused into it. Tensors go to the library by data pointer, never copied: they must be
-contiguous float32 CPU tensors, anything else is refused with a TypeError (dtype, device, layout) or a ValueError
-(strides), because a silent conversion would hide a copy on every call."""
+form (torch.nn.functional.conv2d's signature), with conv2d_relu, the same followed by a ReLU fused into it. Tensors
+go to the library by data pointer, never copied: they must be contiguous float32 CPU tensors, anything else is
+refused with a TypeError (dtype, device, layout) or a ValueError (strides), because a silent conversion would hide a
+copy on every call."""
 
 import functools
 
