@@ -17,8 +17,8 @@ constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors o
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
 // 48 KiB L1 while every row block of A passes over it.
 constexpr int64_t k_block = 128;
-// Rows of A per L2 block: 256 x 128 floats = 128 KiB.
-constexpr int64_t a_rows_block = 256;
+// Row blocks of A per L2 block: 32 x 8 rows x 128 floats = 128 KiB.
+constexpr int64_t a_row_blocks = 32;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
 constexpr int64_t max_inner = 2048;
 constexpr int64_t max_transposed_rows = 512;
@@ -73,6 +73,16 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
   }
 }
 
+// Splits `extent` into the fewest blocks of at most `most`, as equal as possible: blocks(9, 8) gives 5 + 4 rather
+// than 8 + 1. A one-row micro-tile has 3 accumulators, too few to hide the FMA latency (lenet1's backward-data, 9
+// rows of W^T, spent a fifth of its GEMM time in it); each entry of C is the same sum whichever block computes it.
+struct Blocks {
+  int64_t extent, count;
+  Blocks(int64_t extent_, int64_t most) : extent(extent_), count((extent_ + most - 1) / most) {}
+  int64_t begin(int64_t block) const { return block * extent / count; }
+  int64_t size(int64_t block) const { return begin(block + 1) - begin(block); }
+};
+
 // tile_table<Tiles, columns>(rows)[r][c] = Tiles::of<r, c> for r in 1..rows, c in 1..columns (index 0 unused): a
 // kernel's micro-tile for every size of C's edges, so that the last, smaller blocks take only what they need.
 template <class Tiles, int row, int... column>
@@ -126,25 +136,27 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels) {
   const bool pack = ldb != n;
+  const Blocks row_blocks(m, row_block);
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
     const bool first = l0 == 0, last = l0 + kc == k;
-    const auto tile = [&](int64_t i0, int64_t j0, const float* b_panel, int64_t panel_ld) {
-      const int64_t rows = std::min(row_block, m - i0), columns = std::min(column_block, n - j0);
+    const auto tile = [&](int64_t row_block_index, int64_t j0, const float* b_panel, int64_t panel_ld) {
+      const int64_t i0 = row_blocks.begin(row_block_index), rows = row_blocks.size(row_block_index);
+      const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
                                              c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
     };
     if (pack) {
       pack_panels(kc, n, b + l0 * ldb, ldb, panels);
-      for (int64_t i0 = 0; i0 < m; i0 += row_block) {
-        for (int64_t j0 = 0; j0 < n; j0 += column_block) tile(i0, j0, panels + j0 * kc, column_block);
+      for (int64_t i = 0; i < row_blocks.count; ++i) {
+        for (int64_t j0 = 0; j0 < n; j0 += column_block) tile(i, j0, panels + j0 * kc, column_block);
       }
       continue;
     }
-    for (int64_t r0 = 0; r0 < m; r0 += a_rows_block) {
+    for (int64_t r0 = 0; r0 < row_blocks.count; r0 += a_row_blocks) {
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
-        for (int64_t i0 = r0; i0 < std::min(m, r0 + a_rows_block); i0 += row_block) {
-          tile(i0, j0, b + l0 * ldb + j0, ldb);
+        for (int64_t i = r0; i < std::min(row_blocks.count, r0 + a_row_blocks); ++i) {
+          tile(i, j0, b + l0 * ldb + j0, ldb);
         }
       }
     }
@@ -233,13 +245,14 @@ constexpr auto dot_tiles = tile_table<DotTiles, dot_columns>(std::make_integer_s
 
 void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                         float* c, int64_t ldc, bool accumulate) {
+  const Blocks row_blocks(m, dot_rows), column_blocks(n, dot_columns);
   for (int64_t l0 = 0; l0 < k; l0 += dot_k_block) {
     const int64_t kc = std::min(dot_k_block, k - l0);
     const bool add = accumulate || l0 > 0;
-    for (int64_t i0 = 0; i0 < m; i0 += dot_rows) {
-      const int64_t rows = std::min(dot_rows, m - i0);
-      for (int64_t j0 = 0; j0 < n; j0 += dot_columns) {
-        const int64_t columns = std::min(dot_columns, n - j0);
+    for (int64_t i = 0; i < row_blocks.count; ++i) {
+      const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
+      for (int64_t j = 0; j < column_blocks.count; ++j) {
+        const int64_t j0 = column_blocks.begin(j), columns = column_blocks.size(j);
         dot_tiles[rows][columns](kc, a + i0 * lda + l0, lda, b + j0 * ldb + l0, ldb, c + i0 * ldc + j0, ldc, add);
       }
     }
