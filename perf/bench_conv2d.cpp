@@ -335,7 +335,11 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const RuntimeInfo info = runtime_info();
   benchmark::AddCustomContext("convgemm", info.version);
-  benchmark::AddCustomContext("blas", info.blas_vendor + " " + info.blas_kernel);
+  // A kernel forced through the environment is named as such: it is not what ensure_fast_blas_kernel would choose.
+  benchmark::AddCustomContext("blas", info.blas_vendor + " " + info.blas_kernel +
+                                          (info.blas_coretype_override.empty()
+                                               ? ""
+                                               : " (OPENBLAS_CORETYPE=" + info.blas_coretype_override + ")"));
   benchmark::AddCustomContext("blas_config", info.blas_config);
   benchmark::AddCustomContext("conv_gemm", info.conv_gemm_kernel);
   benchmark::AddCustomContext("threads", std::to_string(info.default_threads));
