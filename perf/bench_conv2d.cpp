@@ -156,7 +156,7 @@ Prepared prepare_direct(Problem& p, Direction direction) {
 // a fill of `out`: the two halves of the memory bound below, cloned for the widest vectors the CPU has so that the
 // bound is the memory's and not that of 16-byte loads and stores.
 __attribute__((target_clones("avx512f", "avx2", "default"))) unsigned char fold_bytes(const unsigned char* data,
-                                                                                     size_t size) {
+                                                                                      size_t size) {
   unsigned char folded = 0;
   for (size_t i = 0; i < size; ++i) folded ^= data[i];
   return folded;
@@ -336,10 +336,10 @@ int main(int argc, char** argv) {
   const RuntimeInfo info = runtime_info();
   benchmark::AddCustomContext("convgemm", info.version);
   // A kernel forced through the environment is named as such: it is not what ensure_fast_blas_kernel would choose.
-  benchmark::AddCustomContext("blas", info.blas_vendor + " " + info.blas_kernel +
-                                          (info.blas_coretype_override.empty()
-                                               ? ""
-                                               : " (OPENBLAS_CORETYPE=" + info.blas_coretype_override + ")"));
+  benchmark::AddCustomContext(
+      "blas",
+      info.blas_vendor + " " + info.blas_kernel +
+          (info.blas_coretype_override.empty() ? "" : " (OPENBLAS_CORETYPE=" + info.blas_coretype_override + ")"));
   benchmark::AddCustomContext("blas_config", info.blas_config);
   benchmark::AddCustomContext("conv_gemm", info.conv_gemm_kernel);
   benchmark::AddCustomContext("threads", std::to_string(info.default_threads));
