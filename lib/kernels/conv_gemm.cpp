@@ -125,16 +125,21 @@ constexpr auto micro_tiles = tile_table<MicroTiles, column_block / 16>(std::make
 // leading dimension 48), reading each row of B once, left to right: a few long runs of memory per row rather than
 // one 192-byte piece of each of kc rows per panel.
 CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t ldb, float* panels) {
-  const int64_t panel_count = (n + column_block - 1) / column_block;
+  const int64_t full_panels = n / column_block, columns_left = n - full_panels * column_block;
   for (int64_t l = 0; l < kc; ++l) {
     const float* row = b + l * ldb;
-    for (int64_t p = 0; p < panel_count; ++p) {
-      const int64_t columns = std::min(column_block, n - p * column_block);
+    for (int64_t p = 0; p < full_panels; ++p) {
       float* to = panels + (p * kc + l) * column_block;
       const float* from = row + p * column_block;
 #pragma GCC unroll 3
+      for (int j = 0; j < 3; ++j) _mm512_storeu_ps(to + 16 * j, _mm512_loadu_ps(from + 16 * j));
+    }
+    if (columns_left > 0) {
+      float* to = panels + (full_panels * kc + l) * column_block;
+      const float* from = row + full_panels * column_block;
+#pragma GCC unroll 3
       for (int j = 0; j < 3; ++j) {
-        const __mmask16 mask = first_lanes(columns - 16 * j);
+        const __mmask16 mask = first_lanes(columns_left - 16 * j);
         _mm512_mask_storeu_ps(to + 16 * j, mask, _mm512_maskz_loadu_ps(mask, from + 16 * j));
       }
     }
