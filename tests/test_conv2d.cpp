@@ -172,6 +172,27 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
+      // column tiles past any L2 budget (549 rows x 576 pixels, 1.3 MB): forward lowers and multiplies them in five
+      // uneven blocks of channels, adding the blocks' products
+      {.batch = 2,
+       .in_channels = 61,
+       .in_height = 24,
+       .in_width = 24,
+       .out_channels = 10,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+      // and so in tiles of several small samples side by side (1350 rows x 6 samples of 49 pixels, 1.6 MB)
+      {.batch = 12,
+       .in_channels = 150,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 20,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // depthwise 3x3
       {.batch = 3,
        .in_channels = 24,

@@ -16,7 +16,7 @@ constexpr int64_t row_block = 8;                          // MR: rows of C per m
 constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
 // 48 KiB L1 while every row block of A passes over it.
-constexpr int64_t k_block = 128;
+constexpr int64_t k_block = conv_gemm_depth_block;
 // Row blocks of A per L2 block: 32 x 8 rows x 128 floats = 128 KiB.
 constexpr int64_t a_row_blocks = 32;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
@@ -161,7 +161,7 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   const Blocks row_blocks(m, row_block);
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
-    const bool first = l0 == 0, last = l0 + kc == k;
+    const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
     const auto tile = [&](int64_t row_block_index, int64_t j0, const float* b_panel, int64_t panel_ld) {
       const int64_t i0 = row_blocks.begin(row_block_index), rows = row_blocks.size(row_block_index);
       const int64_t columns = std::min(column_block, n - j0);
@@ -309,7 +309,7 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
     return;
   }
 #endif
-  sgemm(transpose_a, Transpose::no, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  sgemm(transpose_a, Transpose::no, m, n, k, 1.0f, a, lda, b, ldb, epilogue.accumulate ? 1.0f : 0.0f, c, ldc);
   if (epilogue.bias != nullptr || epilogue.relu) {
     for (int64_t i = 0; i < m; ++i) {
       add_bias_in_place(c + i * ldc, n, epilogue.bias == nullptr ? 0.0f : epilogue.bias[i], epilogue.relu);

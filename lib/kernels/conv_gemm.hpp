@@ -1,5 +1,5 @@
-// The GEMM of the forward and backward-data convolutions: C[m x n] = A[m x k] * B[k x n], then a per-row bias and
-// a ReLU, C overwritten (never read first). A is the (small) filter matrix, read in place as W or W^T through its
+// The GEMM of the forward and backward-data convolutions: C[m x n] = A[m x k] * B[k x n] (or C += that), then a
+// per-row bias and a ReLU. A is the (small) filter matrix, read in place as W or W^T through its
 // leading dimension; B is a column tile or a dY tile, row-major with leading dimension ldb; C row-major.
 //
 // Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a
@@ -8,8 +8,9 @@
 // store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, ldb == n) in place; a B that
 // is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied, one K block at a time, into
 // the caller's panel buffer. Deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
-// see conv_gemm.cpp). CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
-// CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
+// see conv_gemm.cpp); forward lowers its columns in blocks of at most conv_gemm_depth_block rows and adds the
+// blocks' products, so its GEMMs are never that deep. CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass;
+// so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"
@@ -21,10 +22,15 @@ namespace convgemm::kernels {
 struct GemmEpilogue {
   const float* bias = nullptr;  // one value per row of C, or none
   bool relu = false;            // max(c, 0), 0 for NaN (relu_forward's definition)
+  bool accumulate = false;      // C += A * B (the bias and ReLU still apply to the sum)
 };
 
 // The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.
 inline constexpr int64_t conv_gemm_column_block = 48;
+
+// The rows of B (the depth, K) the kernel multiplies per pass over C: a GEMM of at most this K reads and writes C
+// once.
+inline constexpr int64_t conv_gemm_depth_block = 128;
 
 // The floats of the panel buffer conv_gemm needs for a k x n B read from a wider matrix (ldb != n).
 int64_t conv_gemm_panel_floats(int64_t n, int64_t k);

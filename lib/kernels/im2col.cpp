@@ -167,7 +167,7 @@ void col2im_accumulate_cloned(const ImageGeometry& g, const float* col, int64_t 
 #ifdef CONVGEMM_HAVE_AVX512
 // The lanes of the 16 pixels from q0 that are in the row part [.., q_to) and read inside the image, [first, last).
 CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline __mmask16 inside_lanes(int64_t q0, int64_t q_to, int64_t first,
-                                                                   int64_t last) {
+                                                                    int64_t last) {
   return first_lanes(q_to - q0) & first_lanes(last - q0) & static_cast<__mmask16>(~first_lanes(first - q0));
 }
 
@@ -217,8 +217,31 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, co
 
 // Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the per-tap paths below.
 constexpr int64_t max_row_chunks = max_whole_row_width / 16;
-// Wider rows up to this many vectors (256 pixels) have their masks computed once per tap (im2col_avx512).
+// Wider rows up to this many vectors (256 pixels) load whole rows with masks worked out once per call.
 constexpr int64_t max_tap_chunks = 16;
+// Kernels up to this wide have those masks worked out once per kernel column; wider ones take copy_row_padded.
+constexpr int64_t max_masked_kernel_width = 16;
+
+// What a whole output row of `chunks` vectors needs for each kernel column s: the output columns it reads inside
+// the image, and the load and store masks of each vector. They depend on s alone, so im2col works them out once per
+// call rather than once per tap: with two divisions and a loop over the row's vectors, that setup cost as much as
+// the copy itself on the 3-row tiles of a 224-pixel image (measured: im2col of vgg_1_2 at 25-40 GB/s).
+template <int stride, int chunks>
+struct RowMasks {
+  ValidColumns valid[max_masked_kernel_width];
+  PixelMasks load[max_masked_kernel_width][chunks];
+  __mmask16 store[chunks];
+
+  CONVGEMM_AVX512 RowMasks(const ImageGeometry& g, int64_t used_chunks) {
+    for (int64_t j = 0; j < used_chunks; ++j) store[j] = first_lanes(g.output_width - 16 * j);
+    for (int64_t s = 0; s < g.kernel_width; ++s) {
+      valid[s] = valid_columns(g, s);
+      for (int64_t j = 0; j < used_chunks; ++j) {
+        load[s][j] = pixel_masks<stride>(inside_lanes(16 * j, g.output_width, valid[s].first, valid[s].last));
+      }
+    }
+  }
+};
 
 // Rows [p_from, p_to) of `chunks` vectors each, Q floats apart, set to 0 through the store masks.
 template <int chunks>
@@ -230,32 +253,36 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void zero_rows(float* rows, int64_t
   }
 }
 
-// im2col over whole output rows of at most max_row_chunks vectors, the common case of small images: per tap, the
-// masks are computed once and the rows inside the image found once, so that each row costs load_pixels and one
-// masked store per vector, no per-row arithmetic.
+// im2col over whole output rows of at most max_row_chunks vectors, the common case of small images: each row costs
+// load_pixels and one masked store per vector, no per-row arithmetic.
 template <int stride, int chunks>
 CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const float* image, int64_t p_begin,
                                               int64_t p_end, float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
+  const RowMasks<stride, chunks> masks(g, chunks);
+  // Copied out of the struct into locals, which stay in mask registers: the stores could alias the struct, so its
+  // masks were reloaded for every vector (lenet1's im2col 20 % slower).
   __mmask16 store[chunks];
-  PixelMasks load[chunks];
-  for (int j = 0; j < chunks; ++j) store[j] = first_lanes(Q - 16 * j);
+#pragma GCC unroll 4
+  for (int j = 0; j < chunks; ++j) store[j] = masks.store[j];
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       // Output rows whose input row is inside the image: [p_inside, p_outside); padding rows around them.
       const int64_t offset = r * g.dilation_height - g.pad_top;
-      const int64_t p_inside = std::clamp(first_output_at_or_past(0, offset, g.stride_height, g.output_height),
-                                          p_begin, p_end);
-      const int64_t p_outside = std::clamp(
-          first_output_at_or_past(g.height, offset, g.stride_height, g.output_height), p_inside, p_end);
+      const int64_t p_inside =
+          std::clamp(first_output_at_or_past(0, offset, g.stride_height, g.output_height), p_begin, p_end);
+      const int64_t p_outside =
+          std::clamp(first_output_at_or_past(g.height, offset, g.stride_height, g.output_height), p_inside, p_end);
       for (int64_t s = 0; s < g.kernel_width; ++s) {
-        const ValidColumns valid = valid_columns(g, s);
+        PixelMasks load[chunks];
 #pragma GCC unroll 4
-        for (int j = 0; j < chunks; ++j) load[j] = pixel_masks<stride>(inside_lanes(16 * j, Q, valid.first, valid.last));
+        for (int j = 0; j < chunks; ++j) load[j] = masks.load[s][j];
         float* dst = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - p_begin * Q;
         zero_rows(dst, p_begin, p_inside, Q, store);
-        const float* row = p_inside == p_outside ? image  // no row inside the image: row is not read
-                           : image + (c * g.height + p_inside * g.stride_height + offset) * g.width + valid.input_offset;
+        const float* row =
+            p_inside == p_outside
+                ? image  // no row inside the image: row is not read
+                : image + (c * g.height + p_inside * g.stride_height + offset) * g.width + masks.valid[s].input_offset;
         for (int64_t p = p_inside; p < p_outside; ++p, row += g.stride_height * g.width) {
 #pragma GCC unroll 4
           for (int j = 0; j < chunks; ++j) {
@@ -268,50 +295,64 @@ CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const floa
   }
 }
 
+// Asks for the input rows that the next tile of output rows (the next pixel range, of as many rows as this one)
+// will read for the first time into L2. A 224-pixel image of 64 channels (12.8 MB) does not fit in L2, and its
+// 64 row streams, one per channel, are more than the hardware prefetchers follow: im2col waited on them.
+CONVGEMM_AVX512 void prefetch_next_rows(const ImageGeometry& g, const float* image, int64_t p_first, int64_t p_last) {
+  const auto last_row_read = [&](int64_t p) {
+    return p * g.stride_height + (g.kernel_height - 1) * g.dilation_height - g.pad_top;
+  };
+  const int64_t next_last = std::min(g.output_height - 1, 2 * p_last - p_first + 1);
+  const int64_t h_begin = std::max<int64_t>(0, last_row_read(p_last) + 1);
+  const int64_t h_end = std::min(g.height, last_row_read(next_last) + 1);
+  if (h_begin >= h_end) return;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const char* rows = reinterpret_cast<const char*>(image + (c * g.height + h_begin) * g.width);
+    for (int64_t byte = 0; byte < (h_end - h_begin) * g.width * int64_t{sizeof(float)}; byte += 64) {
+      _mm_prefetch(rows + byte, _MM_HINT_T1);
+    }
+  }
+}
+
 // im2col for horizontal stride 1 or 2 where the whole-row path does not apply (tiles that start or end inside a
-// row, rows of more than max_row_chunks vectors): row by row, with per-tap masks for the rows the tile holds whole.
+// row, rows of more than max_row_chunks vectors): row by row; rows the tile holds whole, of up to max_tap_chunks
+// vectors, with the masks of RowMasks (r50_c1's 112-pixel rows at stride 2, vgg's 224 at stride 1), the others
+// through copy_row_padded, which works the masks out per vector.
 // (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot be called from that
 // template's baseline instantiation.)
 template <int stride>
 CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin, int64_t pixel_end,
                                    float* col, int64_t col_stride) {
   const int64_t Q = g.output_width;
-  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= max_whole_row_width) {
+  if (pixel_begin % Q == 0 && pixel_end % Q == 0 && Q <= max_whole_row_width &&
+      g.kernel_width <= max_masked_kernel_width) {
     constexpr std::array whole_rows = {im2col_whole_rows_avx512<stride, 1>, im2col_whole_rows_avx512<stride, 2>,
                                        im2col_whole_rows_avx512<stride, 3>, im2col_whole_rows_avx512<stride, 4>};
     static_assert(whole_rows.size() == max_row_chunks);
     whole_rows[(Q + 15) / 16 - 1](g, image, pixel_begin / Q, pixel_end / Q, col, col_stride);
     return;
   }
-  // The masks of a row the tile holds whole depend on the tap only: for rows up to max_tap_chunks vectors they are
-  // computed once per tap, and such rows cost one load_pixels and one store per vector (r50_c1's 112-pixel rows at
-  // stride 2, vgg's 224 at stride 1). Rows the tile cuts take copy_row_padded, which works the masks out per vector.
   const int64_t chunks = (Q + 15) / 16;
-  const bool masks_per_tap = chunks <= max_tap_chunks;
-  __mmask16 store[max_tap_chunks];
-  PixelMasks load[max_tap_chunks];
-  for (int64_t j = 0; j < std::min(chunks, max_tap_chunks); ++j) store[j] = first_lanes(Q - 16 * j);
+  const bool masked_rows = chunks <= max_tap_chunks && g.kernel_width <= max_masked_kernel_width;
+  const RowMasks<stride, max_tap_chunks> masks(g, masked_rows ? chunks : 0);
+  const int64_t p_first = pixel_begin / Q, p_last = (pixel_end - 1) / Q;
+  prefetch_next_rows(g, image, p_first, p_last);
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t r = 0; r < g.kernel_height; ++r) {
       for (int64_t s = 0; s < g.kernel_width; ++s) {
-        const ValidColumns valid = valid_columns(g, s);
-        if (masks_per_tap) {
-          for (int64_t j = 0; j < chunks; ++j) {
-            load[j] = pixel_masks<stride>(inside_lanes(16 * j, Q, valid.first, valid.last));
-          }
-        }
+        const ValidColumns valid = masked_rows ? masks.valid[s] : valid_columns(g, s);
         float* col_row = col + ((c * g.kernel_height + r) * g.kernel_width + s) * col_stride - pixel_begin;
-        for (int64_t p = pixel_begin / Q; p <= (pixel_end - 1) / Q; ++p) {
+        for (int64_t p = p_first; p <= p_last; ++p) {
           const int64_t q_from = std::max<int64_t>(0, pixel_begin - p * Q);
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
           const int64_t h = input_row(g, p, r);
           float* dst = col_row + p * Q + q_from;
-          if (masks_per_tap && q_from == 0 && q_to == Q) {
+          if (masked_rows && q_from == 0 && q_to == Q) {
             const float* row = h < 0 ? image : image + (c * g.height + h) * g.width + valid.input_offset;
             for (int64_t j = 0; j < chunks; ++j) {
               const __m512 pixels =
-                  h < 0 ? _mm512_setzero_ps() : load_pixels<stride>(row + stride * 16 * j, load[j]);
-              _mm512_mask_storeu_ps(dst + 16 * j, store[j], pixels);
+                  h < 0 ? _mm512_setzero_ps() : load_pixels<stride>(row + stride * 16 * j, masks.load[s][j]);
+              _mm512_mask_storeu_ps(dst + 16 * j, masks.store[j], pixels);
             }
             continue;
           }
@@ -366,8 +407,8 @@ CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const floa
               col + (c * g.kernel_height + r) * g.kernel_width * col_stride + (p - p_begin) * Q + 16 * j + g.pad_left;
           for (int64_t s = 0; s < g.kernel_width; ++s) {
             // col_row + s * col_stride - s * dilation is output column 16j + pad_left - s * dilation of tap (r, s)
-            sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(tap_lanes[s][j],
-                                                           col_row + s * (col_stride - g.dilation_width)));
+            sum = _mm512_add_ps(sum,
+                                _mm512_maskz_loadu_ps(tap_lanes[s][j], col_row + s * (col_stride - g.dilation_width)));
           }
         }
         _mm512_mask_storeu_ps(image_row + 16 * j, row_lanes[j], sum);

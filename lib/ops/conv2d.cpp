@@ -234,6 +234,9 @@ struct Conv2dPlan::Impl {
   int64_t weight_slots;        // concurrent backward-weights items (a cap may lower it)
   // backward-data within a sample: channel blocks (their col2im writes are disjoint).
   int64_t data_blocks;
+  // Forward lowers the input channels in this many equal blocks (see forward_tile), of at most lowering_channels.
+  int64_t lowering_blocks;
+  int64_t lowering_channels;
 
   mutable WorkspacePool pool;
 
@@ -306,9 +309,8 @@ struct Conv2dPlan::Impl {
   // 56-pixel rows at micro-panels instead cost its forward 12-18 %).
   Tiling make_tiling(int64_t max_pixels, int64_t min_pixels) const {
     const int64_t Q = shapes.output[3];
-    const int64_t multiple = path == Path::im2col_gemm && Q <= kernels::max_whole_row_width
-                                 ? Q
-                                 : kernels::conv_gemm_column_block;
+    const int64_t multiple =
+        path == Path::im2col_gemm && Q <= kernels::max_whole_row_width ? Q : kernels::conv_gemm_column_block;
     return Tiling(params.batch, output_pixels, max_pixels, min_pixels, multiple);
   }
 
@@ -321,6 +323,12 @@ struct Conv2dPlan::Impl {
 
   void use_tiling(const Tiling& chosen) {
     tiling = chosen;
+    // Forward lowers a column tile that would not fit in the L2 budget in blocks of whole channels, as equal as
+    // possible, of at most one K block of the GEMM kernel (or one channel).
+    const int64_t most_channels = std::max<int64_t>(1, kernels::conv_gemm_depth_block / geometry.taps());
+    const bool fits = col_rows * tiling.width() * int64_t{sizeof(float)} <= column_tile_budget_bytes();
+    lowering_blocks = path == Path::im2col_gemm && !fits ? ceil_div(group_in_channels, most_channels) : 1;
+    lowering_channels = ceil_div(group_in_channels, lowering_blocks);
     // Within a sample, backward-data splits channels so that every thread has a block.
     const bool split_sample = parallelism == Parallelism::within_sample ||
                               (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
@@ -387,9 +395,12 @@ struct Conv2dPlan::Impl {
   // Per-slot buffers: the column tile, and the gathered dY / GEMM output of a multi-sample tile. A 1x1
   // convolution over single-sample tiles needs no column buffer: its GEMMs read x and write dx themselves.
   // (For 1x1 the input pixels are the output pixels, so the 32-bit checks also cover H*W as a leading dimension.)
-  size_t col_bytes(const Tiling& t) const {
+  // Forward's column buffer holds one block of lowering_channels.
+  size_t col_bytes(Conv2dDirection direction) const {
+    const Tiling& t = tiling_for(direction);
     if (path == Path::depthwise_direct || (path == Path::pointwise_gemm && t.samples_per_tile == 1)) return 0;
-    return float_bytes(col_rows * t.width());
+    const int64_t rows = direction == Conv2dDirection::forward ? lowering_channels * geometry.taps() : col_rows;
+    return float_bytes(rows * t.width());
   }
   size_t gather_bytes(const Tiling& t) const {
     if (path == Path::depthwise_direct || t.samples_per_tile == 1) return 0;
@@ -411,7 +422,7 @@ struct Conv2dPlan::Impl {
   size_t slot_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_bias) return 0;
     const Tiling& t = tiling_for(direction);
-    return col_bytes(t) + gather_bytes(t) + panel_bytes(direction);
+    return col_bytes(direction) + gather_bytes(t) + panel_bytes(direction);
   }
   size_t partials_bytes(Conv2dDirection direction) const {
     if (direction != Conv2dDirection::backward_weights || path == Path::depthwise_direct) return 0;
@@ -433,7 +444,7 @@ struct Conv2dPlan::Impl {
   };
   SlotBuffers slot_buffers(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot) const {
     std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_bytes(direction);
-    const size_t col = col_bytes(tiling_for(direction)), gather = gather_bytes(tiling_for(direction));
+    const size_t col = col_bytes(direction), gather = gather_bytes(tiling_for(direction));
     return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col),
             panel_bytes(direction) == 0 ? nullptr : reinterpret_cast<float*>(base + col + gather)};
   }
@@ -527,30 +538,39 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op. The GEMM writes the tile; bias and ReLU follow in one
-  // pass while it is still in cache (prefilling y with the bias for a beta = 1 GEMM costs a pass over memory).
+  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op. The column matrix is lowered and multiplied
+  // lowering_channels input channels at a time, each block about one K block of the GEMM kernel: the block im2col
+  // writes is still in L2 when the GEMM reads it (a whole tile of vgg_1_2's 576 rows is 1.5 MB, past this L2). The
+  // GEMMs after the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias
+  // would cost a pass over memory).
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
                     SlotBuffers buffers, PostOp post_op) const {
     const bool relu = post_op == PostOp::relu;
+    const bool single_sample = tile.samples() == 1;
+    const int64_t taps = geometry.taps();
     for (int64_t g = 0; g < params.groups; ++g) {
-      const Columns cols = lower(input, g, 0, group_in_channels, tile, buffers.col);
-      const float* weights_g = weights + g * group_out_channels * col_rows;
-      const auto bias_of = [&](int64_t k) { return bias == nullptr ? 0.0f : bias[g * group_out_channels + k]; };
-      if (tile.samples() == 1) {
-        float* y = output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin;
-        kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), col_rows, weights_g, col_rows, cols.data,
-                           cols.stride, y, output_pixels,
-                           {.bias = bias == nullptr ? nullptr : bias + g * group_out_channels, .relu = relu},
-                           buffers.panels);
-        continue;
-      }
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
-      kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), col_rows, weights_g, col_rows, cols.data,
-                         cols.stride, buffers.gather, tile.width());
+      float* product = single_sample ? output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin : buffers.gather;
+      const int64_t product_stride = single_sample ? output_pixels : tile.width();
+      const float* weights_g = weights + g * group_out_channels * col_rows;
+      for (int64_t b = 0; b < lowering_blocks; ++b) {
+        const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
+        const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
+        kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0};
+        if (single_sample && c_end == group_in_channels) {
+          epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
+          epilogue.relu = relu;
+        }
+        kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), (c_end - c_begin) * taps,
+                           weights_g + c_begin * taps, col_rows, cols.data, cols.stride, product, product_stride,
+                           epilogue, buffers.panels);
+      }
+      if (single_sample) continue;
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
-          kernels::add_bias(from, output_pixels, bias_of(k), relu, output + output_offset(n, g, k));
+          const float bias_k = bias == nullptr ? 0.0f : bias[g * group_out_channels + k];
+          kernels::add_bias(from, output_pixels, bias_k, relu, output + output_offset(n, g, k));
         }
       }
     }
