@@ -229,6 +229,7 @@ constexpr int64_t max_masked_kernel_width = 16;
 template <int stride, int chunks>
 struct RowMasks {
   ValidColumns valid[max_masked_kernel_width];
+  __mmask16 inside[max_masked_kernel_width][chunks];  // the lanes that read inside the image
   PixelMasks load[max_masked_kernel_width][chunks];
   __mmask16 store[chunks];
 
@@ -237,7 +238,8 @@ struct RowMasks {
     for (int64_t s = 0; s < g.kernel_width; ++s) {
       valid[s] = valid_columns(g, s);
       for (int64_t j = 0; j < used_chunks; ++j) {
-        load[s][j] = pixel_masks<stride>(inside_lanes(16 * j, g.output_width, valid[s].first, valid[s].last));
+        inside[s][j] = inside_lanes(16 * j, g.output_width, valid[s].first, valid[s].last);
+        load[s][j] = pixel_masks<stride>(inside[s][j]);
       }
     }
   }
@@ -315,9 +317,9 @@ CONVGEMM_AVX512 void prefetch_next_rows(const ImageGeometry& g, const float* ima
 }
 
 // im2col for horizontal stride 1 or 2 where the whole-row path does not apply (tiles that start or end inside a
-// row, rows of more than max_row_chunks vectors): row by row; rows the tile holds whole, of up to max_tap_chunks
-// vectors, with the masks of RowMasks (r50_c1's 112-pixel rows at stride 2, vgg's 224 at stride 1), the others
-// through copy_row_padded, which works the masks out per vector.
+// row, rows of more than max_row_chunks vectors): row by row; rows of up to max_tap_chunks vectors with the masks of
+// RowMasks (r50_c1's 112-pixel rows at stride 2, vgg's 224 at stride 1), the others, and parts of rows that do not
+// start on a vector, through copy_row_padded, which works the masks out per vector.
 // (Its own loop nest rather than for_each_tap_row: a lambda with the AVX-512 target cannot be called from that
 // template's baseline instantiation.)
 template <int stride>
@@ -347,13 +349,27 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
           const int64_t q_to = std::min<int64_t>(Q, pixel_end - p * Q);
           const int64_t h = input_row(g, p, r);
           float* dst = col_row + p * Q + q_from;
-          if (masked_rows && q_from == 0 && q_to == Q) {
-            const float* row = h < 0 ? image : image + (c * g.height + h) * g.width + valid.input_offset;
-            for (int64_t j = 0; j < chunks; ++j) {
-              const __m512 pixels =
-                  h < 0 ? _mm512_setzero_ps() : load_pixels<stride>(row + stride * 16 * j, masks.load[s][j]);
-              _mm512_mask_storeu_ps(dst + 16 * j, masks.store[j], pixels);
+          // A row, or a part of one starting on a vector boundary (tiles of whole micro-panels over rows of a
+          // multiple of 16 pixels: vgg_1_2, r50_c1), takes the row's masks, the last vector cut at q_to.
+          if (masked_rows && q_from % 16 == 0) {
+            float* const row_start = dst - q_from;  // pixel q of the row at row_start[q]
+            const int64_t j_last = (q_to - 1) / 16;
+            const __mmask16 last_store = masks.store[j_last] & first_lanes(q_to - 16 * j_last);
+            if (h < 0) {
+              for (int64_t j = q_from / 16; j < j_last; ++j) {
+                _mm512_mask_storeu_ps(row_start + 16 * j, masks.store[j], _mm512_setzero_ps());
+              }
+              _mm512_mask_storeu_ps(row_start + 16 * j_last, last_store, _mm512_setzero_ps());
+              continue;
             }
+            const float* row = image + (c * g.height + h) * g.width + valid.input_offset;
+            for (int64_t j = q_from / 16; j < j_last; ++j) {
+              _mm512_mask_storeu_ps(row_start + 16 * j, masks.store[j],
+                                    load_pixels<stride>(row + stride * 16 * j, masks.load[s][j]));
+            }
+            _mm512_mask_storeu_ps(row_start + 16 * j_last, last_store,
+                                  load_pixels<stride>(row + stride * 16 * j_last,
+                                                      pixel_masks<stride>(masks.inside[s][j_last] & last_store)));
             continue;
           }
           if (h < 0) {  // a row of padding: nothing to read
