@@ -172,10 +172,10 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
-      // column tiles past any L2 budget (549 rows x 576 pixels, 1.3 MB): forward lowers and multiplies them in five
+      // column matrices deeper than the GEMM kernel takes (2070 rows): forward lowers and multiplies them in 17
       // uneven blocks of channels, adding the blocks' products
-      {.batch = 2,
-       .in_channels = 61,
+      {.batch = 1,
+       .in_channels = 230,
        .in_height = 24,
        .in_width = 24,
        .out_channels = 10,
@@ -183,9 +183,9 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
-      // and so in tiles of several small samples side by side (1350 rows x 6 samples of 49 pixels, 1.6 MB)
+      // and so in tiles of several small samples side by side (2160 rows, 6 samples of 49 pixels)
       {.batch = 12,
-       .in_channels = 150,
+       .in_channels = 240,
        .in_height = 7,
        .in_width = 7,
        .out_channels = 20,

@@ -20,7 +20,7 @@ constexpr int64_t k_block = conv_gemm_depth_block;
 // Row blocks of A per L2 block: 32 x 8 rows x 128 floats = 128 KiB.
 constexpr int64_t a_row_blocks = 32;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
-constexpr int64_t max_inner = 2048;
+constexpr int64_t max_inner = conv_gemm_max_depth;
 constexpr int64_t max_transposed_rows = 512;
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of

@@ -8,8 +8,8 @@
 // store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, ldb == n) in place; a B that
 // is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied, one K block at a time, into
 // the caller's panel buffer. Deeper K and backward-data beyond 512 rows of W^T stay with OpenBLAS (faster there,
-// see conv_gemm.cpp); forward lowers its columns in blocks of at most conv_gemm_depth_block rows and adds the
-// blocks' products, so its GEMMs are never that deep. CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass;
+// see conv_gemm.cpp); forward lowers deeper column matrices in blocks of at most conv_gemm_depth_block rows and
+// adds the blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass;
 // so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
@@ -29,8 +29,9 @@ struct GemmEpilogue {
 inline constexpr int64_t conv_gemm_column_block = 48;
 
 // The rows of B (the depth, K) the kernel multiplies per pass over C: a GEMM of at most this K reads and writes C
-// once.
+// once. Deeper GEMMs than conv_gemm_max_depth run on OpenBLAS (see conv_gemm.cpp).
 inline constexpr int64_t conv_gemm_depth_block = 128;
+inline constexpr int64_t conv_gemm_max_depth = 2048;
 
 // The floats of the panel buffer conv_gemm needs for a k x n B read from a wider matrix (ldb != n).
 int64_t conv_gemm_panel_floats(int64_t n, int64_t k);

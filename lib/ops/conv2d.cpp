@@ -234,7 +234,7 @@ struct Conv2dPlan::Impl {
   int64_t weight_slots;        // concurrent backward-weights items (a cap may lower it)
   // backward-data within a sample: channel blocks (their col2im writes are disjoint).
   int64_t data_blocks;
-  // Forward lowers the input channels in this many equal blocks (see forward_tile), of at most lowering_channels.
+  // Forward lowers the input channels in this many equal blocks (see forward_tile), of lowering_channels at most.
   int64_t lowering_blocks;
   int64_t lowering_channels;
 
@@ -280,6 +280,15 @@ struct Conv2dPlan::Impl {
     kernels::require_blas_dimension(group_out_channels, "out_channels / groups");
     kernels::require_blas_dimension(col_rows, "in_channels / groups * kernel_height * kernel_width");
     kernels::require_blas_dimension(output_pixels, "output_height * output_width");
+    // Forward lowers a column matrix deeper than the AVX-512 GEMM kernel takes in blocks of whole channels, as equal
+    // as possible, of at most one K block of the kernel (or one channel): r50_3x3c (2304 rows) +7 %, r50_3x3d (4608)
+    // +17 %, against one deep GEMM on OpenBLAS. Shallower ones stay whole: blocks of them measured 2-4 % slower
+    // (r50_3x3a, r50_3x3b, vgg_1_2, medians of 8 alternating pairs), the extra, shallower passes over C costing more
+    // than the column block staying in L2 saves.
+    const int64_t most_channels = std::max<int64_t>(1, kernels::conv_gemm_depth_block / geometry.taps());
+    const bool deep = col_rows > kernels::conv_gemm_max_depth;
+    lowering_blocks = path == Path::im2col_gemm && deep ? ceil_div(group_in_channels, most_channels) : 1;
+    lowering_channels = ceil_div(group_in_channels, lowering_blocks);
 
     weight_blocks =
         std::clamp<int64_t>(col_rows / min_weight_block_columns, 1, std::min(max_weight_blocks, group_in_channels));
@@ -323,12 +332,6 @@ struct Conv2dPlan::Impl {
 
   void use_tiling(const Tiling& chosen) {
     tiling = chosen;
-    // Forward lowers a column tile that would not fit in the L2 budget in blocks of whole channels, as equal as
-    // possible, of at most one K block of the GEMM kernel (or one channel).
-    const int64_t most_channels = std::max<int64_t>(1, kernels::conv_gemm_depth_block / geometry.taps());
-    const bool fits = col_rows * tiling.width() * int64_t{sizeof(float)} <= column_tile_budget_bytes();
-    lowering_blocks = path == Path::im2col_gemm && !fits ? ceil_div(group_in_channels, most_channels) : 1;
-    lowering_channels = ceil_div(group_in_channels, lowering_blocks);
     // Within a sample, backward-data splits channels so that every thread has a block.
     const bool split_sample = parallelism == Parallelism::within_sample ||
                               (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
@@ -538,11 +541,10 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op. The column matrix is lowered and multiplied
-  // lowering_channels input channels at a time, each block about one K block of the GEMM kernel: the block im2col
-  // writes is still in L2 when the GEMM reads it (a whole tile of vgg_1_2's 576 rows is 1.5 MB, past this L2). The
-  // GEMMs after the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias
-  // would cost a pass over memory).
+  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op, the column matrix lowered and multiplied in
+  // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The GEMMs after
+  // the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias would cost
+  // a pass over memory).
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
                     SlotBuffers buffers, PostOp post_op) const {
     const bool relu = post_op == PostOp::relu;
