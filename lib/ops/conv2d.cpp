@@ -128,6 +128,11 @@ constexpr int64_t max_weight_blocks = 8;
 // the batch still splits into at least min_weight_chunks of them (parallelism). Shape-only, again.
 constexpr int64_t min_weight_chunk_pixels = 8192;
 constexpr int64_t min_weight_chunks = 8;
+// Every chunk's partial dW is held at once (one wave) when together they take at most this; otherwise a wave holds
+// as many as there are threads. Each wave costs two fork-joins: lenet1's weight gradient (8 chunks of a 1 KiB dW,
+// 0.2 ms a call) spent about a quarter of its time in TBB's waits and wake-ups at 4 waves. The partials are summed
+// in chunk order either way, so dW does not change.
+constexpr size_t max_one_wave_partials_bytes = size_t{2} << 20;
 
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
@@ -297,7 +302,9 @@ struct Conv2dPlan::Impl {
     const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
     use_weight_tiling(make_tiling(max_pixels, min_tile_pixels));
     kernels::require_blas_dimension(weight_tiling.width(), "tile width");
-    weight_wave_chunks = std::min(ceil_div(threads, weight_blocks), weight_chunks);
+    const bool one_wave =
+        static_cast<size_t>(weight_chunks) * float_bytes(element_count(shapes.weights)) <= max_one_wave_partials_bytes;
+    weight_wave_chunks = one_wave ? weight_chunks : std::min(ceil_div(threads, weight_blocks), weight_chunks);
     weight_slots = threads;
     // Forward and backward-data start from the same tiles; when the batch cannot keep every thread busy, forward
     // cuts each sample into at least one tile per thread (down to min_split_tile_pixels).
