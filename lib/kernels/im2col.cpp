@@ -215,7 +215,7 @@ CONVGEMM_AVX512 CONVGEMM_CLONE_INLINE inline void copy_row_padded(float* dst, co
   }
 }
 
-// Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the per-tap paths below.
+// Whole rows of up to max_row_chunks vectors (a LeNet's 11-28 pixels, a ResNet's 56) take the whole-row path below.
 constexpr int64_t max_row_chunks = max_whole_row_width / 16;
 // Wider rows up to this many vectors (256 pixels) load whole rows with masks worked out once per call.
 constexpr int64_t max_tap_chunks = 16;
@@ -351,17 +351,11 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
           float* dst = col_row + p * Q + q_from;
           // A row, or a part of one starting on a vector boundary (tiles of whole micro-panels over rows of a
           // multiple of 16 pixels: vgg_1_2, r50_c1), takes the row's masks, the last vector cut at q_to.
-          if (masked_rows && q_from % 16 == 0) {
+          // (A row of padding, h < 0, is zeroed by copy_row_padded below.)
+          if (masked_rows && q_from % 16 == 0 && h >= 0) {
             float* const row_start = dst - q_from;  // pixel q of the row at row_start[q]
             const int64_t j_last = (q_to - 1) / 16;
             const __mmask16 last_store = masks.store[j_last] & first_lanes(q_to - 16 * j_last);
-            if (h < 0) {
-              for (int64_t j = q_from / 16; j < j_last; ++j) {
-                _mm512_mask_storeu_ps(row_start + 16 * j, masks.store[j], _mm512_setzero_ps());
-              }
-              _mm512_mask_storeu_ps(row_start + 16 * j_last, last_store, _mm512_setzero_ps());
-              continue;
-            }
             const float* row = image + (c * g.height + h) * g.width + valid.input_offset;
             for (int64_t j = q_from / 16; j < j_last; ++j) {
               _mm512_mask_storeu_ps(row_start + 16 * j, masks.store[j],

@@ -239,9 +239,8 @@ struct Conv2dPlan::Impl {
   int64_t weight_slots;        // concurrent backward-weights items (a cap may lower it)
   // backward-data within a sample: channel blocks (their col2im writes are disjoint).
   int64_t data_blocks;
-  // Forward lowers the input channels in this many equal blocks (see forward_tile), of lowering_channels at most.
+  // Forward lowers the input channels in this many equal blocks (see forward_tile).
   int64_t lowering_blocks;
-  int64_t lowering_channels;
 
   mutable WorkspacePool pool;
 
@@ -293,7 +292,6 @@ struct Conv2dPlan::Impl {
     const int64_t most_channels = std::max<int64_t>(1, kernels::conv_gemm_depth_block / geometry.taps());
     const bool deep = col_rows > kernels::conv_gemm_max_depth;
     lowering_blocks = path == Path::im2col_gemm && deep ? ceil_div(group_in_channels, most_channels) : 1;
-    lowering_channels = ceil_div(group_in_channels, lowering_blocks);
 
     weight_blocks =
         std::clamp<int64_t>(col_rows / min_weight_block_columns, 1, std::min(max_weight_blocks, group_in_channels));
@@ -405,11 +403,13 @@ struct Conv2dPlan::Impl {
   // Per-slot buffers: the column tile, and the gathered dY / GEMM output of a multi-sample tile. A 1x1
   // convolution over single-sample tiles needs no column buffer: its GEMMs read x and write dx themselves.
   // (For 1x1 the input pixels are the output pixels, so the 32-bit checks also cover H*W as a leading dimension.)
-  // Forward's column buffer holds one block of lowering_channels.
+  // Forward's column buffer holds its largest block of channels.
   size_t col_bytes(Conv2dDirection direction) const {
     const Tiling& t = tiling_for(direction);
     if (path == Path::depthwise_direct || (path == Path::pointwise_gemm && t.samples_per_tile == 1)) return 0;
-    const int64_t rows = direction == Conv2dDirection::forward ? lowering_channels * geometry.taps() : col_rows;
+    const int64_t rows = direction == Conv2dDirection::forward
+                             ? ceil_div(group_in_channels, lowering_blocks) * geometry.taps()
+                             : col_rows;
     return float_bytes(rows * t.width());
   }
   size_t gather_bytes(const Tiling& t) const {
