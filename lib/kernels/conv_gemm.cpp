@@ -25,28 +25,27 @@ constexpr int64_t max_transposed_rows = 512;
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
 // mask. The ReLU keeps v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
-CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, bool first, bool last, float bias,
-                                          bool relu) {
-  if (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
-  if (last) {
-    value = _mm512_add_ps(value, _mm512_set1_ps(bias));
+template <bool first, bool last>
+CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, __m512 bias, bool relu) {
+  if constexpr (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
+  if constexpr (last) {
+    value = _mm512_add_ps(value, bias);
     if (relu) value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_GT_OQ), value);
   }
   _mm512_mask_storeu_ps(c, mask, value);
 }
 
 // C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= 8 (the template), columns <= 48 (masks).
-// `first` writes instead of adding to C; `last` applies the epilogue before the store. `full`: columns is 16 *
-// vectors, so the masks are constants and the loads and stores plain ones (with masks known only at run time, GCC
-// kept them on the stack and reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1
-// forward +11 %, vgg_1_2 forward +7 % (medians of 4-5 alternating pairs).
-template <int rows, int vectors, bool full>
+// `first` writes instead of adding to C; `last` applies the epilogue before the store. Both are template
+// parameters: tested at run time, GCC threaded the tests through the 24 stores, a branch maze that cost lenet1's
+// forward (K = 9, where the epilogue is a third of the tile) 12 % (medians of 8 alternating pairs; a 32 x 784 x 9
+// GEMM alone, one thread: 131 -> 164 GFLOP/s). `full`: columns is 16 * vectors, so the masks are
+// constants and the loads and stores plain ones (with masks known only at run time, GCC kept them on the stack and
+// reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1 forward +11 %, vgg_1_2 forward
+// +7 % (medians of 4-5 alternating pairs).
+template <int rows, int vectors, bool full, bool first, bool last>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                                     float* c, int64_t ldc, int64_t columns, bool first, bool last,
-                                     const GemmEpilogue& epilogue, int64_t row0) {
-  // Copied out of the struct: C's stores could alias it, so GCC re-read epilogue.relu after each one.
-  const float* const bias_of_row = last ? epilogue.bias : nullptr;
-  const bool relu = epilogue.relu;
+                                     float* c, int64_t ldc, int64_t columns, const float* bias, bool relu) {
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
@@ -71,22 +70,35 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
 #pragma GCC unroll 8
   for (int i = 0; i < rows; ++i) {
-    const float bias = bias_of_row != nullptr ? bias_of_row[row0 + i] : 0.0f;
+    const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) finish_vector(acc[i][j], c + i * ldc + 16 * j, masks[j], first, last, bias, relu);
+    for (int j = 0; j < vectors; ++j) {
+      finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+    }
   }
 }
 
+// The body for this tile's columns, first and last. bias: the tile's first row's, or null.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                                float* c, int64_t ldc, int64_t columns, bool first, bool last,
-                                const GemmEpilogue& epilogue, int64_t row0) {
-  // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 27 % slower through the full one,
-  // whether its loads or its stores were the plain ones (cause not pinned down; K = 32 and more gain).
+                                float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
+                                bool relu) {
+  const auto run = [&]<bool full>() {
+    if (first) {
+      if (last) micro_tile_body<rows, vectors, full, true, true>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+      else micro_tile_body<rows, vectors, full, true, false>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+    } else {
+      if (last) micro_tile_body<rows, vectors, full, false, true>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+      else micro_tile_body<rows, vectors, full, false, false>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+    }
+  };
+  // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 25-30 % slower through the full one
+  // (twice, whichever epilogue; not in a harness that does not write B just before, so store forwarding from
+  // im2col's masked stores is the suspect). K = 32 and more gain.
   if (columns == 16 * vectors && kc >= 16) {
-    micro_tile_body<rows, vectors, true>(kc, a, ars, acs, b, ldb, c, ldc, columns, first, last, epilogue, row0);
+    run.template operator()<true>();
   } else {
-    micro_tile_body<rows, vectors, false>(kc, a, ars, acs, b, ldb, c, ldc, columns, first, last, epilogue, row0);
+    run.template operator()<false>();
   }
 }
 
@@ -115,7 +127,7 @@ constexpr auto tile_table(std::integer_sequence<int, row...>) {
 // micro_tiles[rows][vectors]
 struct MicroTiles {
   using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                            bool, bool, const GemmEpilogue&, int64_t);
+                            bool, bool, const float*, bool);
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
@@ -166,7 +178,8 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       const int64_t i0 = row_blocks.begin(row_block_index), rows = row_blocks.size(row_block_index);
       const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
-                                             c + i0 * ldc + j0, ldc, columns, first, last, epilogue, i0);
+                                             c + i0 * ldc + j0, ldc, columns, first, last,
+                                             epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu);
     };
     if (pack) {
       pack_panels(kc, n, b + l0 * ldb, ldb, panels);
