@@ -68,16 +68,29 @@ Conv2dParams to_params(const Shape& s) {
           .groups = s.groups};
 }
 
+// Tensors start on a 64-byte boundary, as a framework's allocator places them (PyTorch's CPU allocator, oneDNN's).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const CacheLineAllocator&) const { return true; }
+};
+using Floats = std::vector<float, CacheLineAllocator<float>>;
+
 // The tensors of one problem, filled with random values once.
 struct Problem {
   Conv2dParams params;
   Conv2dShapes shapes;
-  std::vector<float> x, w, y, dy, dx, dw;
+  Floats x, w, y, dy, dx, dw;
 
   explicit Problem(const Shape& shape) : params(to_params(shape)), shapes(conv2d_shapes(params)) {
     std::mt19937_64 rng(1);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-    const auto fill = [&](std::vector<float>& v, int64_t n) {
+    const auto fill = [&](Floats& v, int64_t n) {
       v.resize(static_cast<size_t>(n));
       for (float& e : v) e = uniform(rng);
     };
@@ -235,7 +248,7 @@ Prepared prepare_onednn(Problem& p, Direction direction) {
       {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md, strides,
        dilates, pad_l, pad_r},
       state->engine);
-  const auto wrap = [&](const memory::desc& md, std::vector<float>& v) { return memory(md, state->engine, v.data()); };
+  const auto wrap = [&](const memory::desc& md, Floats& v) { return memory(md, state->engine, v.data()); };
   size_t scratchpad = 0;
   switch (direction) {
     case Direction::forward:
