@@ -172,6 +172,9 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
+      // a 1x1 bottleneck over images of two tiles: forward reads x in place a micro-panel at a time, its 160
+      // channels in two K blocks; backward-data reads dY in place, a whole K block at a time
+      {.batch = 2, .in_channels = 160, .in_height = 32, .in_width = 30, .out_channels = 24, .has_bias = true},
       // column matrices deeper than the GEMM kernel takes (2070 rows): forward lowers and multiplies them in 17
       // uneven blocks of channels, adding the blocks' products
       {.batch = 1,

@@ -33,8 +33,8 @@ inline constexpr int64_t conv_gemm_column_block = 48;
 inline constexpr int64_t conv_gemm_depth_block = 128;
 inline constexpr int64_t conv_gemm_max_depth = 2048;
 
-// The floats of the panel buffer conv_gemm needs for a k x n B read from a wider matrix (ldb != n).
-int64_t conv_gemm_panel_floats(int64_t n, int64_t k);
+// The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix (ldb != n).
+int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 // panels: conv_gemm_panel_floats(n, k) floats of scratch when ldb != n (without them, such a GEMM runs on OpenBLAS).

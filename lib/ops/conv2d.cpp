@@ -427,7 +427,10 @@ struct Conv2dPlan::Impl {
         tiling.width() < kernels::conv_gemm_column_block) {
       return 0;
     }
-    return float_bytes(kernels::conv_gemm_panel_floats(tiling.width(), forward ? col_rows : group_out_channels));
+    // A's rows: forward's filters, or backward-data's largest block of channels (more rows never need less).
+    const int64_t rows = forward ? group_out_channels : ceil_div(group_in_channels, data_blocks) * geometry.taps();
+    return float_bytes(
+        kernels::conv_gemm_panel_floats(rows, tiling.width(), forward ? col_rows : group_out_channels));
   }
   size_t slot_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_bias) return 0;
