@@ -41,7 +41,7 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 // C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= 8 (the template), columns <= 48 (masks).
 // `first` writes instead of adding to C; `last` applies the epilogue before the store. Both are template
 // parameters: tested at run time, GCC threaded the tests through the 24 stores, a branch maze that cost lenet1's
-// forward (K = 9, where the epilogue is a third of the tile) 12 % (medians of 8 alternating pairs; a 32 x 784 x 9
+// forward (K = 9, where the epilogue is a third of the tile) 13 % (medians of 8 alternating pairs; a 32 x 784 x 9
 // GEMM alone, one thread: 131 -> 164 GFLOP/s). `full`: columns is 16 * vectors, so the masks are
 // constants and the loads and stores plain ones (with masks known only at run time, GCC kept them on the stack and
 // reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1 forward +11 %, vgg_1_2 forward
@@ -161,9 +161,9 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
   }
 }
 
-// Asks for the 48 columns of B from j0 on, rows [row_begin, row_end), to be brought into L1: the rows of the next
-// micro-panel to pack are hundreds of separate 192-byte pieces, too many streams for the hardware prefetchers.
-// Four lines a row, so that a row that does not start on a line is covered to its last float.
+// Asks for rows [row_begin, row_end) of the 48 columns of B starting at b to be brought into L1: the rows of the
+// next micro-panel to pack are up to 128 separate 192-byte pieces, more streams than the hardware prefetchers
+// follow. Four lines a row, so that a row that does not start on a line is covered to its last float.
 CONVGEMM_AVX512 void prefetch_panel_rows(const float* b, int64_t ldb, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     const char* row = reinterpret_cast<const char*>(b + r * ldb);

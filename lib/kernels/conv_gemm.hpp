@@ -38,7 +38,8 @@ inline constexpr int64_t conv_gemm_max_depth = 2048;
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
-// panels: conv_gemm_panel_floats(n, k) floats of scratch when ldb != n (without them, such a GEMM runs on OpenBLAS).
+// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when ldb != n (without them, such a GEMM runs on
+// OpenBLAS).
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr);
 
