@@ -333,6 +333,9 @@ int main(int argc, char** argv) {
                     plan->workspace_bytes(Conv2dDirection::forward), plan};
   });
   for (const Direction direction : {Direction::forward, Direction::backward_data, Direction::backward_weights}) {
+    // The peak again just before each direction's minutes of runs: on a shared host the load can change between
+    // sections, and the report shows each direction against its own section's figure too.
+    register_sgemm(std::string("sgemm/2048/before_") + name_of(direction), 2048, 2048, 2048, 1);
     for (const Shape& shape : shapes) {
       register_conv("im2col", shape, direction, prepare_im2col);
       register_conv("direct", shape, direction, prepare_direct);

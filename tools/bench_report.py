@@ -72,7 +72,8 @@ def main():
         "*memory bound*: the FLOP rate of a call that only reads the operands and writes the result once; "
         "*roofline*: the lower of that and the SGEMM peak, the most any implementation can reach here. "
         "*shape's GEMM*: OpenBLAS on the GEMM the shape lowers to (the whole batch's forward product, no im2col), "
-        "on all cores.",
+        "on all cores. *SGEMM before the direction's runs*: the same 2048^3 SGEMM timed again just before that "
+        "direction's benchmarks, a check on a host whose load changes during the run.",
         "",
         "| shape | direction | im2col | direct | oneDNN | naive | memory bound | shape's GEMM | im2col/direct "
         "| im2col/oneDNN | of SGEMM peak | of roofline | workspace MiB |",
@@ -98,8 +99,9 @@ def main():
                 f"{ours / peak:.2f} | {ours / roofline(row):.2f} | {workspace.get((direction, shape), 0) / 2**20:.2f} |")
     lines.append("")
     lines.append("| direction | geomean of SGEMM peak (ResNet/VGG/LeNet) | lowest 3x3/1x1 shape "
-                 "| geomean of roofline | lowest of roofline |")
-    lines.append("|---|---:|---|---:|---|")
+                 "| geomean of roofline | lowest of roofline | SGEMM before the direction's runs "
+                 "| geomean of that |")
+    lines.append("|---|---:|---|---:|---|---:|---:|")
     for direction in DIRECTIONS:
         rows = {s: gflops[(direction, s)] for s in TARGET_SHAPES if "im2col" in gflops.get((direction, s), {})}
         fractions = {s: row["im2col"] / peak for s, row in rows.items()}
@@ -109,9 +111,13 @@ def main():
             worst = min((s for s in values if s in among), key=lambda s: values[s], default=None)
             return f"{worst} {values[worst]:.2f}" if worst else "-"
 
+        # The same fractions against the SGEMM figure taken just before this direction's benchmarks ran.
+        section_peak = medians.get(f"sgemm/2048/before_{direction}", {}).get("GFLOPs")
+        section = (f"{section_peak:.0f} | {geomean(r['im2col'] / section_peak for r in rows.values()):.2f}"
+                   if section_peak and rows else "- | -")
         lines.append(f"| {direction} | {geomean(fractions.values()):.2f} | "
                      f"{lowest(fractions, [s for s in fractions if s != 'r50_c1'])} | "
-                     f"{geomean(of_roofline.values()):.2f} | {lowest(of_roofline, of_roofline)} |")
+                     f"{geomean(of_roofline.values()):.2f} | {lowest(of_roofline, of_roofline)} | {section} |")
     bare = {s: medians[f"sgemm/{s}"]["GFLOPs"] / peak for s in TARGET_SHAPES if f"sgemm/{s}" in medians}
     if bare:
         lowest_bare = min(bare, key=bare.get)
