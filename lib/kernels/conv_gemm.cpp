@@ -25,6 +25,8 @@ constexpr int64_t max_transposed_rows = 512;
 // The most rows of A for which a B read from a wider matrix is packed one micro-panel at a time (see
 // conv_gemm_avx512): the micro-panel (128 x 48 floats, 24 KiB) and its 48 columns of C (12 KiB) stay in L1.
 constexpr int64_t panel_order_max_rows = 64;
+// Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
+constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
 // mask. The ReLU keeps v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
@@ -201,7 +203,7 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
                                              c + i0 * ldc + j0, ldc, columns, first, last,
                                              epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu);
     };
-    if (pack && m <= panel_order_max_rows) {
+    if (pack && packs_panel_at_a_time(m)) {
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
         pack_panels(kc, std::min(column_block, n - j0), b + l0 * ldb + j0, ldb, panels);
         // The next micro-panel: the next 48 columns, or the next K block's first.
@@ -344,7 +346,7 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  const int64_t panels = m <= panel_order_max_rows ? 1 : (n + panel - 1) / panel;
+  const int64_t panels = packs_panel_at_a_time(m) ? 1 : (n + panel - 1) / panel;
   return std::min(k, k_block) * panels * panel;
 #else
   return 0;

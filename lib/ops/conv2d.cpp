@@ -407,9 +407,8 @@ struct Conv2dPlan::Impl {
   size_t col_bytes(Conv2dDirection direction) const {
     const Tiling& t = tiling_for(direction);
     if (path == Path::depthwise_direct || (path == Path::pointwise_gemm && t.samples_per_tile == 1)) return 0;
-    const int64_t rows = direction == Conv2dDirection::forward
-                             ? ceil_div(group_in_channels, lowering_blocks) * geometry.taps()
-                             : col_rows;
+    const int64_t rows =
+        direction == Conv2dDirection::forward ? largest_channel_block(lowering_blocks) * geometry.taps() : col_rows;
     return float_bytes(rows * t.width());
   }
   size_t gather_bytes(const Tiling& t) const {
@@ -428,7 +427,7 @@ struct Conv2dPlan::Impl {
       return 0;
     }
     // A's rows: forward's filters, or backward-data's largest block of channels (more rows never need less).
-    const int64_t rows = forward ? group_out_channels : ceil_div(group_in_channels, data_blocks) * geometry.taps();
+    const int64_t rows = forward ? group_out_channels : largest_channel_block(data_blocks) * geometry.taps();
     return float_bytes(
         kernels::conv_gemm_panel_floats(rows, tiling.width(), forward ? col_rows : group_out_channels));
   }
@@ -647,6 +646,8 @@ struct Conv2dPlan::Impl {
   std::pair<int64_t, int64_t> channel_block(int64_t b, int64_t blocks) const {
     return {b * group_in_channels / blocks, (b + 1) * group_in_channels / blocks};
   }
+  // The channels of the largest of channel_block's blocks: what a buffer sized for every block must hold.
+  int64_t largest_channel_block(int64_t blocks) const { return ceil_div(group_in_channels, blocks); }
 
   // --- the depthwise path -----------------------------------------------------------------------------------
 
