@@ -175,6 +175,21 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
       // a 1x1 bottleneck over images of two tiles: forward reads x in place a micro-panel at a time, its 160
       // channels in two K blocks; backward-data reads dY in place, a whole K block at a time
       {.batch = 2, .in_channels = 160, .in_height = 32, .in_width = 30, .out_channels = 24, .has_bias = true},
+      // and with 70 filters: the weight gradient's panel kernel packs x's transpose in place (200 columns of dW: four
+      // full micro-panels and a ragged one)
+      {.batch = 2, .in_channels = 200, .in_height = 32, .in_width = 30, .out_channels = 70},
+      // the weight gradient's panel kernel on a column tile: 69 filters (row blocks of 7 and 8), 207 columns of dW
+      // (a ragged micro-panel of 15), tiles of two samples and of one (442 and 221 pixels: last K blocks of 58 and 93
+      // pixels, ragged 16 x 16 transposes), two tiles per chunk of dW's reduction (the second adds to C)
+      {.batch = 17,
+       .in_channels = 23,
+       .in_height = 13,
+       .in_width = 17,
+       .out_channels = 69,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
       // column matrices deeper than the GEMM kernel takes (2070 rows): forward lowers and multiplies them in 17
       // uneven blocks of channels, adding the blocks' products
       {.batch = 1,

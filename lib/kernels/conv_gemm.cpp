@@ -235,13 +235,20 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
 }
 
 // --- backward-weights: C (+)= A * B^T ---------------------------------------------------------------------------
-// Both operands hold the reduction (pixels) contiguously, so each micro-tile is a block of dot products: 16 pixels
-// per step in every accumulator, one horizontal sum per entry of C at the end of a K block. Rows of A (dY) are
-// re-read from L1 by every micro-tile of their row block; rows of B (the column tile) stream from L2.
+// Both operands hold the reduction (pixels) contiguously. Two kernels (weight_gemm picks):
+// - the dot kernel: each micro-tile is a block of dot products, 16 pixels per step in every accumulator, one
+//   horizontal sum per entry of C at the end of a K block. Rows of A (dY) are re-read from L1 by every micro-tile of
+//   their row block; rows of B (the column tile) stream from L2. Best where C is narrow (few columns of dW).
+// - the panel kernel: B^T is packed, 16 x 16 blocks transposed in registers, into the micro-panels the forward
+//   GEMM's micro-tiles read, and those run with A's rows broadcast. Best for tall and wide C (dW of many filters).
 constexpr int64_t dot_rows = 6;        // rows of A per micro-tile
 constexpr int64_t dot_columns = 4;     // rows of B (columns of C) per micro-tile
 constexpr int64_t dot_k_block = 1024;  // 6 rows of A x 4 KiB: the A block stays in L1
 constexpr int64_t max_dot_rows = 64;   // see weight_gemm
+// The panel kernel takes C of more rows than the dot kernel and at least four micro-panels of columns (see
+// weight_gemm_panels): narrower C fills too little of the 48-column micro-tile.
+constexpr int64_t panel_min_columns = 4 * column_block;
+constexpr bool uses_weight_panels(int64_t m, int64_t n) { return m > max_dot_rows && n >= panel_min_columns; }
 constexpr int64_t dot_b_block_bytes = 512 << 10;
 
 // One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B.
@@ -315,7 +322,7 @@ struct DotTiles {
 };
 constexpr auto dot_tiles = tile_table<DotTiles, dot_columns>(std::make_integer_sequence<int, dot_rows>());
 
-void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+void weight_gemm_dot(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                         float* c, int64_t ldc, bool accumulate) {
   const Blocks row_blocks(m, dot_rows), column_blocks(n, dot_columns);
   for (int64_t l0 = 0; l0 < k; l0 += dot_k_block) {
@@ -334,6 +341,84 @@ void weight_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t
           const int64_t j0 = column_blocks.begin(j), columns = column_blocks.size(j);
           dot_tiles[rows][columns](kc, a + i0 * lda + l0, lda, b + j0 * ldb + l0, ldb, c + i0 * ldc + j0, ldc, add);
         }
+      }
+    }
+  }
+}
+
+// Transposes the 16 x 16 block r (row i becomes column i): unpacks pair rows, shuffles gather 4 x 4 blocks within
+// each 128-bit lane, then two rounds of 128-bit lane shuffles put the blocks in place.
+CONVGEMM_AVX512 inline void transpose16(__m512 (&r)[16]) {
+  constexpr __mmask16 all = 0xFFFF;  // masked forms, as in sum_lanes4
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_mask_unpacklo_ps(r[i], all, r[i], r[i + 1]);
+    t[i + 1] = _mm512_mask_unpackhi_ps(r[i], all, r[i], r[i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_mask_shuffle_ps(t[i], all, t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_mask_shuffle_ps(t[i], all, t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_mask_shuffle_ps(t[i + 1], all, t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_mask_shuffle_ps(t[i + 1], all, t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // Lanes 0 and 2 (0x88) or 1 and 3 (0xDD) of the first operand, then of the second.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_mask_shuffle_f32x4(r[i + 8], all, r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_mask_shuffle_f32x4(r[i + 8], all, r[i + 8], r[i + 12], 0xDD);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0xDD);
+  }
+}
+
+// Packs B[columns x kc]^T (columns <= 48 rows of B, kc <= k_block of their entries) into one kc x 48 micro-panel,
+// 16 x 16 blocks at a time. Lanes past `columns` are zero; micro_tile's masks do not read them anyway.
+CONVGEMM_AVX512 void pack_transposed_panel(int64_t kc, int64_t columns, const float* b, int64_t ldb, float* panel) {
+  for (int64_t j = 0; j < columns; j += 16) {
+    const int64_t rows = std::min<int64_t>(16, columns - j);
+    for (int64_t l = 0; l < kc; l += 16) {
+      const __mmask16 mask = first_lanes(kc - l);
+      __m512 block[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        block[i] = i < rows ? _mm512_maskz_loadu_ps(mask, b + (j + i) * ldb + l) : _mm512_setzero_ps();
+      }
+      transpose16(block);
+      const int64_t steps = std::min<int64_t>(16, kc - l);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        if (i < steps) _mm512_storeu_ps(panel + (l + i) * column_block + j, block[i]);
+      }
+    }
+  }
+}
+
+// K blocks outermost, then micro-panels: each is packed into the buffer (it stays in L1) and used by every row
+// block of A, whose K block stays in L2. It replaces OpenBLAS past 64 rows of dW, where the dot kernel is slower
+// too (weight_gemm): r50_3x3b's weight gradient +13 %, alex_g2 +16 %, r50_3x3c +7 %, the batch-1 r50_3x3b +6 %,
+// r50_3x3d level (medians of 6 alternating pairs, 2 threads). At 64 rows it lost to the dot kernel in the
+// convolution (r50_1x1a -15 %, lenet2 -9 %, r50_3x3a -3 %: the transposing copy weighs twice as much per FLOP
+// there), though a one-thread harness with B in L2 had it 20 % ahead.
+void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                        float* c, int64_t ldc, bool accumulate, float* panel) {
+  const Blocks row_blocks(m, row_block);
+  for (int64_t l0 = 0; l0 < k; l0 += k_block) {
+    const int64_t kc = std::min(k_block, k - l0);
+    const bool first = l0 == 0 && !accumulate;
+    for (int64_t j0 = 0; j0 < n; j0 += column_block) {
+      const int64_t columns = std::min(column_block, n - j0);
+      pack_transposed_panel(kc, columns, b + j0 * ldb + l0, ldb, panel);
+      for (int64_t i = 0; i < row_blocks.count; ++i) {
+        const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
+        micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * lda + l0, lda, 1, panel, column_block, c + i0 * ldc + j0,
+                                               ldc, columns, first, /*last=*/false, nullptr, false);
       }
     }
   }
@@ -380,13 +465,24 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   }
 }
 
-void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, bool accumulate) {
+int64_t weight_gemm_panel_floats(int64_t m, int64_t n) {
 #ifdef CONVGEMM_HAVE_AVX512
+  if (uses_weight_panels(m, n)) return k_block * column_block;
+#endif
+  return 0;
+}
+
+void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, bool accumulate, float* panel) {
+#ifdef CONVGEMM_HAVE_AVX512
+  if (use_avx512_kernels() && uses_weight_panels(m, n) && panel != nullptr) {
+    weight_gemm_panels(m, n, k, a, lda, b, ldb, c, ldc, accumulate, panel);
+    return;
+  }
   // The dot kernel streams B from L2 once per 6 rows of A; past 64 rows OpenBLAS's packed B is faster (measured:
   // r50_3x3c, 256 rows, 230 against 267 GFLOP/s; lenet2 and r50_3x3a, 64 rows, 179 / 227 against 162 / 213).
   if (use_avx512_kernels() && m <= max_dot_rows) {
-    weight_gemm_avx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    weight_gemm_dot(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
     return;
   }
 #endif

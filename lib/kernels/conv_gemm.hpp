@@ -43,10 +43,14 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr);
 
+// The floats of the panel buffer weight_gemm needs for C[m x n] (0 where it needs none).
+int64_t weight_gemm_panel_floats(int64_t m, int64_t n);
+
 // C[m x n] = A[m x k] * B[n x k]^T, or C += that when accumulate: backward-weights' dY * im2col(x)^T, both operands
-// row-major with the reduction (pixels) along their rows.
+// row-major with the reduction (pixels) along their rows. panel: weight_gemm_panel_floats(m, n) floats of scratch
+// (without them, a GEMM that would use them runs on the dot kernel).
 void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, bool accumulate);
+                 int64_t ldc, bool accumulate, float* panel);
 
 // "convgemm AVX-512" or "OpenBLAS": what conv_gemm runs on this CPU.
 const char* conv_gemm_kernel();

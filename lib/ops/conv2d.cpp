@@ -418,7 +418,14 @@ struct Conv2dPlan::Impl {
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY, when a sample is cut into several tiles. Not for tiles narrower than one
   // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
+  // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose (the largest channel block
+  // decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
+    if (direction == Conv2dDirection::backward_weights) {
+      if (path == Path::depthwise_direct) return 0;
+      return float_bytes(kernels::weight_gemm_panel_floats(
+          group_out_channels, largest_channel_block(weight_blocks) * geometry.taps()));
+    }
     const bool forward = direction == Conv2dDirection::forward;
     const bool in_place = (forward && path == Path::pointwise_gemm) ||
                           (direction == Conv2dDirection::backward_data && path != Path::depthwise_direct);
@@ -637,7 +644,7 @@ struct Conv2dPlan::Impl {
         const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
         kernels::weight_gemm(group_out_channels, (c_end - c_begin) * taps, current.width(), dy.data, dy.stride,
                              cols.data, cols.stride, partial + g * group_out_channels * col_rows + c_begin * taps,
-                             col_rows, /*accumulate=*/t > 0);
+                             col_rows, /*accumulate=*/t > 0, buffers.panels);
       }
     }
   }
