@@ -230,6 +230,25 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
   }
 }
 
+TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, with any thread split", "[conv2d]") {
+  // 136 filters are two K blocks of the AVX-512 kernel, which then takes at most 512 rows of W^T: the 1170 rows
+  // (130 channels x 9 taps) run as 3 blocks on one thread, as 2 x 2 when two threads split the one sample group.
+  const Conv2dParams params{.batch = 3,
+                            .in_channels = 130,
+                            .in_height = 6,
+                            .in_width = 7,
+                            .out_channels = 136,
+                            .kernel_height = 3,
+                            .kernel_width = 3,
+                            .padding = Padding2d::symmetric(1, 1),
+                            .has_bias = true};
+  const Conv2dTester tester(params, 41);
+  for (const int threads : {1, 2}) {
+    const Conv2dPlan plan(params, {.threads = threads});
+    tester.check(plan, threads == 2);
+  }
+}
+
 TEST_CASE("conv2d: concurrent calls on one plan from several host threads", "[conv2d]") {
   const Conv2dParams params{.batch = 4,
                             .in_channels = 6,

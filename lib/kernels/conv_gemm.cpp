@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <utility>
 
 namespace convgemm::kernels {
@@ -438,19 +439,27 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
 #endif
 }
 
+int64_t conv_gemm_max_transposed_rows(int64_t k) {
+#ifdef CONVGEMM_HAVE_AVX512
+  if (use_avx512_kernels() && k > k_block) return max_transposed_rows;
+#endif
+  return std::numeric_limits<int64_t>::max();
+}
+
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue, float* panels) {
 #ifdef CONVGEMM_HAVE_AVX512
   // Where OpenBLAS's packed kernels are faster (measured), they run instead: on backward-data's W^T beyond 512 rows
   // over more than one K block (the C tile no longer stays in cache across K blocks, r50_3x3c 298 against 244; its
-  // K blocks innermost for each block of rows of A only drew level with OpenBLAS), and past 2048 along K, where C is
+  // K blocks innermost for each block of rows of A only drew level with OpenBLAS; the convolution plans split their
+  // channels to stay within it instead, see conv_gemm_max_transposed_rows), and past 2048 along K, where C is
   // revisited by 16+ K blocks and OpenBLAS's deeper packed blocks win (r50_3x3d forward, K = 4608: 278 against 244).
   // Over one K block (K = out_channels <= 128) C is written once, and the kernel wins at any height: backward-data
   // of r50_3x3a (576 rows) +9 %, vgg_1_2 (576) +7 %, alex_g2 (1200) +8 %, r50_3x3b (1152) +5 % (medians of 8
   // alternating pairs).
   const bool transposed = transpose_a == Transpose::yes;
   const bool kernel_fits =
-      k <= max_inner && (!transposed || m <= max_transposed_rows || k <= k_block) && (ldb == n || panels);
+      k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (ldb == n || panels);
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels);

@@ -34,6 +34,10 @@ inline constexpr int64_t conv_gemm_column_block = 48;
 inline constexpr int64_t conv_gemm_depth_block = 128;
 inline constexpr int64_t conv_gemm_max_depth = 2048;
 
+// The most rows of a transposed A (backward-data's W^T) over depth k that conv_gemm runs on its AVX-512 kernel
+// (taller ones run on OpenBLAS): any number over one K block, 512 beyond, where C is revisited.
+int64_t conv_gemm_max_transposed_rows(int64_t k);
+
 // The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix (ldb != n).
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 

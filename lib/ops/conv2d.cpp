@@ -340,7 +340,17 @@ struct Conv2dPlan::Impl {
     // Within a sample, backward-data splits channels so that every thread has a block.
     const bool split_sample = parallelism == Parallelism::within_sample ||
                               (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
-    data_blocks = split_sample ? std::min<int64_t>(group_in_channels, threads) : 1;
+    const int64_t thread_blocks = split_sample ? std::min<int64_t>(group_in_channels, threads) : 1;
+    // And into blocks of W^T's rows short enough for the AVX-512 kernel when dY is more than one of its K blocks
+    // deep (see kernels::conv_gemm_max_transposed_rows; a multiple of the thread split, to stay balanced):
+    // backward-data of r50_3x3c (2304 rows, 5 blocks) +28 %, r50_3x3d (4608, 10 blocks) +38 % against OpenBLAS on
+    // all the rows (medians of 4 alternating pairs), col2im reading a smaller C back.
+    const int64_t gemm_channels =
+        std::max<int64_t>(1, kernels::conv_gemm_max_transposed_rows(group_out_channels) / geometry.taps());
+    const int64_t thread_block_channels = ceil_div(group_in_channels, thread_blocks);
+    const int64_t gemm_blocks =  // (gemm_channels may be INT64_MAX / taps: no ceil_div on it)
+        thread_block_channels <= gemm_channels ? 1 : ceil_div(thread_block_channels, gemm_channels);
+    data_blocks = std::min(group_in_channels, thread_blocks * gemm_blocks);
   }
 
   // Under a cap: halve the forward/backward-data tiles until the calls fit with every thread busy. For
@@ -403,13 +413,14 @@ struct Conv2dPlan::Impl {
   // Per-slot buffers: the column tile, and the gathered dY / GEMM output of a multi-sample tile. A 1x1
   // convolution over single-sample tiles needs no column buffer: its GEMMs read x and write dx themselves.
   // (For 1x1 the input pixels are the output pixels, so the 32-bit checks also cover H*W as a leading dimension.)
-  // Forward's column buffer holds its largest block of channels.
+  // Forward's and backward-data's column buffers hold their largest block of channels.
   size_t col_bytes(Conv2dDirection direction) const {
     const Tiling& t = tiling_for(direction);
     if (path == Path::depthwise_direct || (path == Path::pointwise_gemm && t.samples_per_tile == 1)) return 0;
-    const int64_t rows =
-        direction == Conv2dDirection::forward ? largest_channel_block(lowering_blocks) * geometry.taps() : col_rows;
-    return float_bytes(rows * t.width());
+    const int64_t channels = direction == Conv2dDirection::forward         ? largest_channel_block(lowering_blocks)
+                             : direction == Conv2dDirection::backward_data ? largest_channel_block(data_blocks)
+                                                                           : group_in_channels;
+    return float_bytes(channels * geometry.taps() * t.width());
   }
   size_t gather_bytes(const Tiling& t) const {
     if (path == Path::depthwise_direct || t.samples_per_tile == 1) return 0;
