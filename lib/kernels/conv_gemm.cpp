@@ -412,8 +412,8 @@ CONVGEMM_AVX512 void pack_transposed_panel(int64_t kc, int64_t columns, const fl
 // block of A, whose K block stays in L2. It replaces OpenBLAS past 64 rows of dW, where the dot kernel is slower
 // too (weight_gemm): r50_3x3b's weight gradient +13 %, alex_g2 +16 %, r50_3x3c +7 %, the batch-1 r50_3x3b +6 %,
 // r50_3x3d level (medians of 6 alternating pairs, 2 threads). At 64 rows it lost to the dot kernel in the
-// convolution (r50_1x1a -15 %, lenet2 -9 %, r50_3x3a -3 %: the transposing copy weighs twice as much per FLOP
-// there), though a one-thread harness with B in L2 had it 20 % ahead.
+// convolution (same binary, 6 alternating runs: r50_1x1a 0.70x, vgg_1_2 0.86x, lenet2 and r50_3x3a 0.95x; the
+// transposing copy weighs twice as much per FLOP there), though a one-thread harness had it 13-20 % ahead.
 void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                         float* c, int64_t ldc, bool accumulate, float* panel) {
   const Blocks row_blocks(m, row_block);
