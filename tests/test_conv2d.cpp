@@ -152,6 +152,17 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 5,
        .padding = Padding2d::symmetric(1, 2),
        .has_bias = true},
+      // a stem with 72 filters: dW's 147 columns are too few for the weight gradient's panel kernel, so its dot
+      // kernel takes the 72 rows
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 30,
+       .in_width = 28,
+       .out_channels = 72,
+       .kernel_height = 7,
+       .kernel_width = 7,
+       .stride = {2, 2},
+       .padding = Padding2d::symmetric(3, 3)},
       // rows wider than the whole-row paths take (> 64 pixels), at stride 2: 75-pixel output rows
       {.batch = 2,
        .in_channels = 3,

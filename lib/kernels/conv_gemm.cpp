@@ -250,9 +250,9 @@ constexpr int64_t dot_columns = 4;     // rows of B (columns of C) per micro-til
 // 8 x 3 (r50_3x3a's 64 x 576: 160 against 131). Each entry of C is the same sum either way.
 constexpr int64_t dot_rows_narrow = 8;
 constexpr int64_t dot_k_block = 1024;  // 6 (or 8) rows of A x 4 KiB: the A block stays in L1
-constexpr int64_t max_dot_rows = 64;   // see weight_gemm
-// The panel kernel takes C of more rows than the dot kernel and at least four micro-panels of columns (see
-// weight_gemm_panels): narrower C fills too little of the 48-column micro-tile.
+constexpr int64_t max_dot_rows = 64;   // see weight_gemm and uses_weight_panels
+// The panel kernel takes C of more than 64 rows and at least four micro-panels of columns (see weight_gemm_panels):
+// narrower C fills too little of the 48-column micro-tile. The dot kernel takes the rest.
 constexpr int64_t panel_min_columns = 4 * column_block;
 constexpr bool uses_weight_panels(int64_t m, int64_t n) { return m > max_dot_rows && n >= panel_min_columns; }
 constexpr int64_t dot_b_block_bytes = 512 << 10;
@@ -495,9 +495,14 @@ void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
     weight_gemm_panels(m, n, k, a, lda, b, ldb, c, ldc, accumulate, panel);
     return;
   }
-  // The dot kernel streams B from L2 once per 6 rows of A; past 64 rows OpenBLAS's packed B is faster (measured:
-  // r50_3x3c, 256 rows, 230 against 267 GFLOP/s; lenet2 and r50_3x3a, 64 rows, 179 / 227 against 162 / 213).
-  if (use_avx512_kernels() && m <= max_dot_rows) {
+  // The dot kernel streams B from L2 once per 6 rows of A. Up to 64 rows it is faster than OpenBLAS (lenet2 and
+  // r50_3x3a: 179 / 227 against 162 / 213 GFLOP/s) and than the panel kernel (weight_gemm_panels); past 64 rows
+  // OpenBLAS's packed B was faster on wide C (r50_3x3c: 230 against 267; the panel kernel now takes it), but not on
+  // C narrower than the panel kernel takes, where the dot kernel stays: 2 threads, weight gradients of 16 images
+  // of 56 x 56, 128 filters over 3 channels of 7 x 7 (147 columns) +13 %, 256 filters over 3 channels of 3 x 3
+  // (27 columns) +57 %, 128 filters over one channel +20-40 %, over 16 channels (144 columns) +3 % (/tmp/mb/pw_bench,
+  // same binary, alternating runs).
+  if (use_avx512_kernels() && !uses_weight_panels(m, n)) {
     weight_gemm_dot(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
     return;
   }
