@@ -35,7 +35,8 @@ inline constexpr int64_t conv_gemm_depth_block = 128;
 inline constexpr int64_t conv_gemm_max_depth = 2048;
 
 // The most rows of a transposed A (backward-data's W^T) over depth k that conv_gemm runs on its AVX-512 kernel
-// (taller ones run on OpenBLAS): any number over one K block, 512 beyond, where C is revisited.
+// (taller ones run on OpenBLAS): any number over one K block, 512 beyond, where C is revisited. No limit where the
+// kernel does not run at all (everything is OpenBLAS then, so no height gains from being split).
 int64_t conv_gemm_max_transposed_rows(int64_t k);
 
 // The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix (ldb != n).
@@ -52,7 +53,7 @@ int64_t weight_gemm_panel_floats(int64_t m, int64_t n);
 
 // C[m x n] = A[m x k] * B[n x k]^T, or C += that when accumulate: backward-weights' dY * im2col(x)^T, both operands
 // row-major with the reduction (pixels) along their rows. panel: weight_gemm_panel_floats(m, n) floats of scratch
-// (without them, a GEMM that would use them runs on the dot kernel).
+// (without them, a GEMM that would use them runs on OpenBLAS).
 void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                  int64_t ldc, bool accumulate, float* panel);
 
