@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -54,6 +55,7 @@ inline double gamma_bound(int64_t terms) {
 }
 
 // Checks |actual - exact| <= gamma(terms) * magnitude element by element; reports the worst element on failure.
+// A NaN (an element never written, or a wrong one) is the worst failure there is.
 inline void require_within_bound(const std::vector<float>& actual, const std::vector<double>& exact,
                                  const std::vector<double>& magnitude, int64_t terms, const std::string& what) {
   REQUIRE(actual.size() == exact.size());
@@ -61,7 +63,8 @@ inline void require_within_bound(const std::vector<float>& actual, const std::ve
   size_t worst = 0;
   double worst_excess = -1.0;  // error minus bound; > 0 is a failure
   for (size_t i = 0; i < actual.size(); ++i) {
-    const double excess = std::fabs(actual[i] - exact[i]) - gamma * magnitude[i];
+    const double error = std::fabs(actual[i] - exact[i]);
+    const double excess = std::isnan(error) ? std::numeric_limits<double>::infinity() : error - gamma * magnitude[i];
     if (excess > worst_excess) {
       worst_excess = excess;
       worst = i;
@@ -180,17 +183,20 @@ class Conv2dTester {
     const int64_t taps = params_.kernel_height * params_.kernel_width;
     const int64_t pixels = shapes_.output[2] * shapes_.output[3];
 
-    std::vector<float> output(static_cast<size_t>(element_count(shapes_.output)));
+    // The outputs start as NaN: every element must be written (backward-data zeroes dx before col2im adds into it,
+    // row block by row block; backward-weights overwrites dW), none left as it was.
+    constexpr float unwritten = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> output(static_cast<size_t>(element_count(shapes_.output)), unwritten);
     implementation.forward(in(input_, shapes_.input), in(weights_, shapes_.weights), bias_,
                            out(output, shapes_.output));
     require_within_bound(output, exact_forward(false), exact_forward(true), Cg * taps + 1, "forward");
 
-    std::vector<float> input_grad(input_.size());
+    std::vector<float> input_grad(input_.size(), unwritten);
     implementation.backward_data(in(output_grad_, shapes_.output), in(weights_, shapes_.weights),
                                  out(input_grad, shapes_.input));
     require_within_bound(input_grad, exact_backward_data(false), exact_backward_data(true), Kg * taps, "backward_data");
 
-    std::vector<float> weights_grad(weights_.size());
+    std::vector<float> weights_grad(weights_.size(), unwritten);
     implementation.backward_weights(in(input_, shapes_.input), in(output_grad_, shapes_.output),
                                     out(weights_grad, shapes_.weights));
     require_within_bound(weights_grad, exact_backward_weights(false), exact_backward_weights(true),

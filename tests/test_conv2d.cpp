@@ -260,6 +260,32 @@ TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, wi
   }
 }
 
+TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output reads, over many tiles per sample",
+          "[conv2d]") {
+  // Kernel rows at vertical stride 2 read only the odd input rows; 3 rows of padding on top make the first output
+  // rows read nothing but padding. 70-pixel rows are cut into tiles at micro-panel boundaries, inside rows, and a
+  // workspace cap makes the tiles narrower still. dx starts as NaN in the tester, so an unwritten row fails.
+  const Conv2dParams params{.batch = 2,
+                            .in_channels = 3,
+                            .in_height = 12,
+                            .in_width = 70,
+                            .out_channels = 5,
+                            .kernel_height = 1,
+                            .kernel_width = 3,
+                            .stride = {2, 1},
+                            .padding = {3, 1, 2, 1},
+                            .has_bias = true};
+  const Conv2dTester tester(params, 43);
+  const size_t uncapped_bytes = Conv2dPlan(params, {.threads = 1}).workspace_bytes();
+  for (const int threads : {1, 2}) {
+    for (const size_t cap : {size_t{0}, uncapped_bytes / 4}) {
+      INFO("threads " << threads << ", cap " << cap);
+      const Conv2dPlan plan(params, {.threads = threads, .workspace_limit_bytes = cap});
+      tester.check(plan, cap > 0);
+    }
+  }
+}
+
 TEST_CASE("conv2d: concurrent calls on one plan from several host threads", "[conv2d]") {
   const Conv2dParams params{.batch = 4,
                             .in_channels = 6,
