@@ -132,9 +132,12 @@ constexpr int64_t min_weight_chunk_pixels = 8192;
 constexpr int64_t min_weight_chunks = 8;
 // Every chunk's partial dW is held at once (one wave) when together they take at most this; otherwise a wave holds
 // as many as there are threads. Each wave costs two fork-joins: lenet1's weight gradient (8 chunks of a 1 KiB dW,
-// 0.2 ms a call) spent about a quarter of its time in TBB's waits and wake-ups at 4 waves. The partials are summed
-// in chunk order either way, so dW does not change.
-constexpr size_t max_one_wave_partials_bytes = size_t{2} << 20;
+// 0.2 ms a call) spent about a quarter of its time in TBB's waits and wake-ups at 4 waves; and a wave of one item
+// per thread cannot be balanced (see parallel_ranges). 8 MiB rather than 2 takes r50_3x3b (8 chunks of 576 KiB)
+// and alex_g2 into one wave: +11 % and +3 % (medians of 5 alternating runs); 32 MiB would also take r50_3x3c
+// (8 x 2.3 MiB): 0.93x, its partials out of cache. The partials are summed in chunk order either way, so dW does
+// not change.
+constexpr size_t max_one_wave_partials_bytes = size_t{8} << 20;
 
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
