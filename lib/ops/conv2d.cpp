@@ -690,7 +690,7 @@ struct Conv2dPlan::Impl {
         // they are about to be used, rather than the whole of dx in a pass of its own before the first tile: the
         // rows stay in cache for col2im. Backward-data of vgg_1_2 +7 %, r50_c1 +6 %, r50_3x3a +4 %, r50_3x3b +2 %,
         // the shapes of one tile per sample level (2 threads, medians of 5-7 alternating runs).
-        const int64_t zero_begin = t == 0 ? 0 : last_input_row(tiling.tile(first_tile + t - 1).pixel_end) + 1;
+        const int64_t zero_begin = t == 0 ? 0 : last_input_row(current.pixel_begin) + 1;
         const int64_t zero_end =
             t + 1 == tiling.tiles_per_sample ? params.in_height : last_input_row(current.pixel_end) + 1;
         for (int64_t n = current.n_begin; n < current.n_end; ++n) {
