@@ -301,12 +301,9 @@ CONVGEMM_AVX512 void im2col_whole_rows_avx512(const ImageGeometry& g, const floa
 // will read for the first time into L2. A 224-pixel image of 64 channels (12.8 MB) does not fit in L2, and its
 // 64 row streams, one per channel, are more than the hardware prefetchers follow: im2col waited on them.
 CONVGEMM_AVX512 void prefetch_next_rows(const ImageGeometry& g, const float* image, int64_t p_first, int64_t p_last) {
-  const auto last_row_read = [&](int64_t p) {
-    return p * g.stride_height + (g.kernel_height - 1) * g.dilation_height - g.pad_top;
-  };
   const int64_t next_last = std::min(g.output_height - 1, 2 * p_last - p_first + 1);
-  const int64_t h_begin = std::max<int64_t>(0, last_row_read(p_last) + 1);
-  const int64_t h_end = std::min(g.height, last_row_read(next_last) + 1);
+  const int64_t h_begin = std::max<int64_t>(0, last_input_row(g, p_last) + 1);
+  const int64_t h_end = std::min(g.height, last_input_row(g, next_last) + 1);
   if (h_begin >= h_end) return;
   for (int64_t c = 0; c < g.channels; ++c) {
     const char* rows = reinterpret_cast<const char*>(image + (c * g.height + h_begin) * g.width);
@@ -405,8 +402,7 @@ CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const floa
   }
   // Image rows this tile's output rows reach.
   const int64_t h_first = std::max<int64_t>(0, p_begin * g.stride_height - g.pad_top);
-  const int64_t h_last = std::min<int64_t>(
-      g.height - 1, (p_end - 1) * g.stride_height + (g.kernel_height - 1) * g.dilation_height - g.pad_top);
+  const int64_t h_last = std::min(g.height - 1, last_input_row(g, p_end - 1));
   for (int64_t c = 0; c < g.channels; ++c) {
     for (int64_t h = h_first; h <= h_last; ++h) {
       float* image_row = image + (c * g.height + h) * W;

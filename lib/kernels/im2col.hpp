@@ -51,4 +51,10 @@ inline int64_t input_row(const ImageGeometry& g, int64_t p, int64_t r) {
   return h >= 0 && h < g.height ? h : -1;
 }
 
+// The last input row output row p reads (through the kernel's last row), not clamped to the image: below 0 or
+// past height - 1 where that row is padding.
+inline int64_t last_input_row(const ImageGeometry& g, int64_t p) {
+  return p * g.stride_height + (g.kernel_height - 1) * g.dilation_height - g.pad_top;
+}
+
 }  // namespace convgemm::kernels

@@ -657,11 +657,9 @@ struct Conv2dPlan::Impl {
 
   // The last input row that the output pixels before pixel_end read: -1 when they read only the padding above the
   // image, height - 1 at most.
-  int64_t last_input_row(int64_t pixel_end) const {
-    const int64_t p = (pixel_end - 1) / shapes.output[3];
-    return std::clamp<int64_t>(
-        p * params.stride.height - params.padding.top + (params.kernel_height - 1) * params.dilation.height, -1,
-        params.in_height - 1);
+  int64_t last_input_row_before(int64_t pixel_end) const {
+    return std::clamp<int64_t>(kernels::last_input_row(geometry, (pixel_end - 1) / shapes.output[3]), -1,
+                               params.in_height - 1);
   }
 
   // dx[samples of the group, channels [c_begin, c_end) of every group] = col2im(W^T * dY)
@@ -690,9 +688,9 @@ struct Conv2dPlan::Impl {
         // they are about to be used, rather than the whole of dx in a pass of its own before the first tile: the
         // rows stay in cache for col2im. Backward-data of vgg_1_2 +7 %, r50_c1 +6 %, r50_3x3a +4 %, r50_3x3b +2 %,
         // the shapes of one tile per sample level (2 threads, medians of 5-7 alternating runs).
-        const int64_t zero_begin = t == 0 ? 0 : last_input_row(current.pixel_begin) + 1;
+        const int64_t zero_begin = t == 0 ? 0 : last_input_row_before(current.pixel_begin) + 1;
         const int64_t zero_end =
-            t + 1 == tiling.tiles_per_sample ? params.in_height : last_input_row(current.pixel_end) + 1;
+            t + 1 == tiling.tiles_per_sample ? params.in_height : last_input_row_before(current.pixel_end) + 1;
         for (int64_t n = current.n_begin; n < current.n_end; ++n) {
           float* dx = input_channels(input_grad, n, g, c_begin);
           if (zero_begin < zero_end) {
