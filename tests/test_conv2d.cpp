@@ -260,6 +260,35 @@ TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, wi
   }
 }
 
+TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel at every depth, width and split",
+          "[conv2d]") {
+  // Tiles inside a sample make the 1x1 GEMM read its image from the wider input (the panel buffer path): each row
+  // block copies part of the next micro-panel and prefetches a later one, across K blocks (depths over 128), ragged
+  // last panels (two tiles of 240 and 197 pixels per sample), row blocks of every height, and into the next group's
+  // or tile's image.
+  int streamed = 0;
+  for (const int64_t groups : {1, 2}) {
+    for (const int64_t channels : {1, 15, 16, 128, 129, 260}) {
+      if (groups > 1 && channels == 1) continue;  // depthwise: the direct kernel, no GEMM
+      for (const int64_t filters : {3, 8, 13, 64}) {
+        const Conv2dParams params{.batch = 2,
+                                  .in_channels = groups * channels,
+                                  .in_height = 19,
+                                  .in_width = 23,
+                                  .out_channels = groups * filters,
+                                  .groups = groups,
+                                  .has_bias = true};
+        INFO(describe(params));
+        const Conv2dPlan plan(params, {.threads = 3, .parallelism = Parallelism::within_sample});
+        REQUIRE_FALSE(plan.uses_im2col());
+        streamed += plan.workspace_bytes(Conv2dDirection::forward) > 0;  // the panel buffer: tiles within samples
+        Conv2dTester(params, 500 + static_cast<uint64_t>(channels * filters * groups)).check(plan, filters == 8);
+      }
+    }
+  }
+  CHECK(streamed == 44);
+}
+
 TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output reads, over many tiles per sample",
           "[conv2d]") {
   // Kernel rows at vertical stride 2 read only the odd input rows; 3 rows of padding on top make the first output

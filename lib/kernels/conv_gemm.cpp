@@ -23,8 +23,8 @@ constexpr int64_t a_row_blocks = 32;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
 constexpr int64_t max_inner = conv_gemm_max_depth;
 constexpr int64_t max_transposed_rows = 512;
-// The most rows of A for which a B read from a wider matrix is packed one micro-panel at a time (see
-// conv_gemm_avx512): the micro-panel (128 x 48 floats, 24 KiB) and its 48 columns of C (12 KiB) stay in L1.
+// The most rows of A for which a B read from a wider matrix is streamed one micro-panel at a time (see
+// multiply_streamed_panels): the micro-panel (128 x 48 floats, 24 KiB) and its 48 columns of C (12 KiB) stay in L1.
 constexpr int64_t panel_order_max_rows = 64;
 // Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
 constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
@@ -49,9 +49,82 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 // constants and the loads and stores plain ones (with masks known only at run time, GCC kept them on the stack and
 // reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1 forward +11 %, vgg_1_2 forward
 // +7 % (medians of 4-5 alternating pairs).
-template <int rows, int vectors, bool full, bool first, bool last>
+// What a micro-tile of a B read from a wider matrix does between its steps of l (see conv_gemm_avx512): it copies
+// its share of the next micro-panel's rows into that panel's buffer, and asks for its share of the rows of the
+// micro-panel after that to be brought into L2.
+struct PanelStream {
+  const float* copy_from = nullptr;  // the first of copy_rows rows of B (leading dimension ldb), copy_columns wide
+  float* copy_to = nullptr;          // leading dimension column_block
+  int64_t copy_rows = 0, copy_columns = 0;
+  const float* prefetch_from = nullptr;  // the first of prefetch_rows rows of B, 48 columns
+  int64_t prefetch_rows = 0;
+  int64_t ldb = 0;
+};
+
+// How far ahead a micro-panel stream asks for B: into L2 the rows of the micro-panel l2_panels_ahead after the one
+// being multiplied, into L1 the row it copies l1_rows_ahead rows later. From L2 alone the copy's loads still held
+// up the FMAs (r50_1x1a forward +7-9 % with the L1 prefetch; 3 panels ahead against 2: +1-2 %).
+constexpr int64_t l2_panels_ahead = 3;
+constexpr int64_t l1_rows_ahead = 3;
+
+// Asks for row `row` of the stream's share of the next micro-panel to be brought into L1.
+CONVGEMM_AVX512 inline void prefetch_copy_row(const PanelStream& stream, int64_t row) {
+  const char* from = reinterpret_cast<const char*>(stream.copy_from + row * stream.ldb);
+  _mm_prefetch(from, _MM_HINT_T0);
+  _mm_prefetch(from + 64, _MM_HINT_T0);
+  _mm_prefetch(from + 128, _MM_HINT_T0);
+  _mm_prefetch(from + 4 * column_block - 4, _MM_HINT_T0);
+}
+
+// Copies row `row` of the stream's share of the next micro-panel.
+CONVGEMM_AVX512 inline void copy_stream_row(const PanelStream& stream, int64_t row) {
+  const float* from = stream.copy_from + row * stream.ldb;
+  float* to = stream.copy_to + row * column_block;
+#pragma GCC unroll 3
+  for (int j = 0; j < 3; ++j) {
+    const __mmask16 mask = first_lanes(stream.copy_columns - 16 * j);
+    _mm512_mask_storeu_ps(to + 16 * j, mask, _mm512_maskz_loadu_ps(mask, from + 16 * j));
+  }
+}
+
+// Asks for row `row` of the stream's share of a later micro-panel to be brought into L2: four lines, so that a row
+// that does not start on a line is covered to its last float.
+CONVGEMM_AVX512 inline void prefetch_stream_row(const PanelStream& stream, int64_t row) {
+  const char* from = reinterpret_cast<const char*>(stream.prefetch_from + row * stream.ldb);
+  _mm_prefetch(from, _MM_HINT_T1);
+  _mm_prefetch(from + 64, _MM_HINT_T1);
+  _mm_prefetch(from + 128, _MM_HINT_T1);
+  _mm_prefetch(from + 4 * column_block - 4, _MM_HINT_T1);
+}
+
+// The whole of a stream's work at once, for the micro-tiles that do not interleave it with their steps.
+CONVGEMM_AVX512 void run_stream(const PanelStream& stream) {
+  for (int64_t row = 0; row < stream.copy_rows; ++row) copy_stream_row(stream, row);
+  for (int64_t row = 0; row < stream.prefetch_rows; ++row) prefetch_stream_row(stream, row);
+}
+
+// One step of l: C[rows x 16 * vectors] += A[:, l] * B[l, :], a_column and b_row pointing at A[0, l] and B[l, 0].
+// Always inlined, so that acc stays in registers.
+template <int rows, int vectors>
+CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&acc)[rows][vectors],
+                                                                     const __mmask16 (&masks)[vectors],
+                                                                     const float* a_column, int64_t ars,
+                                                                     const float* b_row) {
+  __m512 b_vectors[vectors];
+#pragma GCC unroll 3
+  for (int j = 0; j < vectors; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(masks[j], b_row + 16 * j);
+#pragma GCC unroll 8
+  for (int i = 0; i < rows; ++i) {
+    const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_fmadd_ps(a_value, b_vectors[j], acc[i][j]);
+  }
+}
+
+template <int rows, int vectors, bool full, bool first, bool last, bool streams = false>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                                     float* c, int64_t ldc, int64_t columns, const float* bias, bool relu) {
+                                     float* c, int64_t ldc, int64_t columns, const float* bias, bool relu,
+                                     const PanelStream* stream = nullptr) {
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
@@ -60,18 +133,23 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t l = 0; l < kc; ++l) {
-    const float* b_row = b + l * ldb;
-    __m512 b_vectors[vectors];
-#pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(masks[j], b_row + 16 * j);
-    const float* a_column = a + l * acs;
-#pragma GCC unroll 8
-    for (int i = 0; i < rows; ++i) {
-      const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
-#pragma GCC unroll 3
-      for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_fmadd_ps(a_value, b_vectors[j], acc[i][j]);
+  if constexpr (streams) {
+    // One row of the stream's copy and one of its prefetch every `every` steps, spread over the tile: its loads
+    // then overlap the FMAs instead of waiting in a copying phase. (Rows beyond kc / every, which only a stream
+    // longer than the tile has, follow the last step.)
+    const int64_t stream_rows = std::max(stream->copy_rows, stream->prefetch_rows);
+    const int64_t every = std::max<int64_t>(1, kc / std::max<int64_t>(stream_rows, 1));
+    for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) prefetch_copy_row(*stream, row);
+    for (int64_t l = 0, row = 0; l < kc || row < stream_rows; ++row) {
+      for (const int64_t end = std::min(kc, l + every); l < end; ++l) {
+        micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
+      }
+      if (row + l1_rows_ahead < stream->copy_rows) prefetch_copy_row(*stream, row + l1_rows_ahead);
+      if (row < stream->copy_rows) copy_stream_row(*stream, row);
+      if (row < stream->prefetch_rows) prefetch_stream_row(*stream, row);
     }
+  } else {
+    for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
   }
   // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
 #pragma GCC unroll 8
@@ -85,27 +163,37 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
 }
 
 // The body for this tile's columns, first and last. bias: the tile's first row's, or null.
+// stream: the work of a micro-panel stream (or null), interleaved with the steps of l in 48-column tiles, done after
+// the others.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
-                                bool relu) {
-  const auto run = [&]<bool full>() {
+                                bool relu, const PanelStream* stream) {
+  const auto run = [&]<bool full, bool streams>() {
+    const auto body = [&]<bool first_block, bool last_block>() {
+      micro_tile_body<rows, vectors, full, first_block, last_block, streams>(kc, a, ars, acs, b, ldb, c, ldc, columns,
+                                                                             bias, relu, stream);
+    };
     if (first) {
-      if (last) micro_tile_body<rows, vectors, full, true, true>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
-      else micro_tile_body<rows, vectors, full, true, false>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+      if (last) body.template operator()<true, true>();
+      else body.template operator()<true, false>();
     } else {
-      if (last) micro_tile_body<rows, vectors, full, false, true>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
-      else micro_tile_body<rows, vectors, full, false, false>(kc, a, ars, acs, b, ldb, c, ldc, columns, bias, relu);
+      if (last) body.template operator()<false, true>();
+      else body.template operator()<false, false>();
     }
   };
   // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 25-30 % slower through the full one
   // (twice, whichever epilogue; not in a harness that does not write B just before, so store forwarding from
   // im2col's masked stores is the suspect). K = 32 and more gain.
   if (columns == 16 * vectors && kc >= 16) {
-    run.template operator()<true>();
+    if constexpr (vectors == column_block / 16) {
+      if (stream != nullptr) return run.template operator()<true, true>();
+    }
+    run.template operator()<true, false>();
   } else {
-    run.template operator()<false>();
+    run.template operator()<false, false>();
   }
+  if (stream != nullptr) run_stream(*stream);
 }
 
 // Splits `extent` into the fewest blocks of at most `most`, as equal as possible: blocks(9, 8) gives 5 + 4 rather
@@ -133,7 +221,7 @@ constexpr auto tile_table(std::integer_sequence<int, row...>) {
 // micro_tiles[rows][vectors]
 struct MicroTiles {
   using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                            bool, bool, const float*, bool);
+                            bool, bool, const float*, bool, const PanelStream*);
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
@@ -164,16 +252,59 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
   }
 }
 
-// Asks for rows [row_begin, row_end) of the 48 columns of B starting at b to be brought into L1: the rows of the
-// next micro-panel to pack are up to 128 separate 192-byte pieces, more streams than the hardware prefetchers
-// follow. Four lines a row, so that a row that does not start on a line is covered to its last float.
-CONVGEMM_AVX512 void prefetch_panel_rows(const float* b, int64_t ldb, int64_t row_begin, int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const char* row = reinterpret_cast<const char*>(b + r * ldb);
-    _mm_prefetch(row, _MM_HINT_T0);
-    _mm_prefetch(row + 64, _MM_HINT_T0);
-    _mm_prefetch(row + 128, _MM_HINT_T0);
-    _mm_prefetch(row + 4 * column_block - 4, _MM_HINT_T0);
+// A B inside a wider matrix under at most panel_order_max_rows rows of A (a 1x1 convolution's image under its
+// filters): one micro-panel at a time, K blocks outermost. Each micro-panel, once in its buffer (L1), is used by every
+// row block, and those row blocks meanwhile copy the next micro-panel into the other buffer, a share of its rows
+// each, one row every few steps of l, and ask for the rows of the micro-panel after that to be brought into L2 the
+// same way. B then streams from memory while the FMAs run, and the copy reads cache: r50_1x1a forward +17 % (medians
+// of 6 alternating pairs) against copying each micro-panel in a phase of its own while asking for the next one's
+// rows in L1 in bursts (which the current panel, A and C had mostly evicted again by the time of the copy: a fifth
+// of the time went to the copy and the prefetches), +5 % more with the L1 prefetch of the rows to copy. The last
+// panels ask for the caller's next GEMM's first ones (next_b), whose first panel is otherwise copied cold.
+void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs,
+                              const float* b, int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue,
+                              float* panels, const Blocks& row_blocks, const float* next_b) {
+  const int64_t panels_per_block = (n + column_block - 1) / column_block;
+  const int64_t panel_count = (k + k_block - 1) / k_block * panels_per_block;
+  struct Panel {
+    int64_t l0 = 0, kc = 0, j0 = 0, columns = 0;
+  };
+  const auto panel = [&](int64_t index) {
+    if (index >= panel_count) return Panel{};
+    const int64_t l0 = index / panels_per_block * k_block, j0 = index % panels_per_block * column_block;
+    return Panel{l0, std::min(k_block, k - l0), j0, std::min(column_block, n - j0)};
+  };
+  float* const buffers[2] = {panels, panels + std::min(k, k_block) * column_block};
+  const Panel first_panel = panel(0);
+  pack_panels(first_panel.kc, first_panel.columns, b + first_panel.l0 * ldb + first_panel.j0, ldb, buffers[0]);
+  for (int64_t index = 0; index < panel_count; ++index) {
+    const Panel current = panel(index), next = panel(index + 1);
+    // Past this GEMM's last panels, the caller's next GEMM's first ones (taken as 48 columns each).
+    const int64_t ahead = index + l2_panels_ahead;
+    const bool prefetches_next_b = ahead >= panel_count && next_b != nullptr;
+    const Panel later = prefetches_next_b
+                            ? Panel{0, std::min(k_block, k), (ahead - panel_count) * column_block, column_block}
+                            : panel(ahead);
+    const float* later_b = prefetches_next_b ? next_b : b;
+    const bool first = current.l0 == 0 && !epilogue.accumulate, last = current.l0 + current.kc == k;
+    for (int64_t i = 0; i < row_blocks.count; ++i) {
+      // Row block i's shares: rows [i * rows / count, (i + 1) * rows / count) of each panel.
+      const int64_t copy_begin = i * next.kc / row_blocks.count, copy_end = (i + 1) * next.kc / row_blocks.count;
+      const int64_t prefetch_begin = i * later.kc / row_blocks.count;
+      const int64_t prefetch_end = (i + 1) * later.kc / row_blocks.count;
+      const PanelStream stream{.copy_from = b + (next.l0 + copy_begin) * ldb + next.j0,
+                               .copy_to = buffers[(index + 1) % 2] + copy_begin * column_block,
+                               .copy_rows = copy_end - copy_begin,
+                               .copy_columns = next.columns,
+                               .prefetch_from = later_b + (later.l0 + prefetch_begin) * ldb + later.j0,
+                               .prefetch_rows = prefetch_end - prefetch_begin,
+                               .ldb = ldb};
+      const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
+      micro_tiles[rows][(current.columns + 15) / 16](
+          current.kc, a + i0 * ars + current.l0 * acs, ars, acs, buffers[index % 2], column_block,
+          c + i0 * ldc + current.j0, ldc, current.columns, first, last,
+          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, &stream);
+    }
   }
 }
 
@@ -181,19 +312,19 @@ CONVGEMM_AVX512 void prefetch_panel_rows(const float* b, int64_t ldb, int64_t ro
 // A compact B (a column tile) is read in place: blocks of rows of A small enough for L2 (backward-data's W^T has up
 // to C*R*S rows), then column blocks, then row blocks, so that each B micro-panel is loaded into L1 once and used by
 // every row block of the A block, which stays in L2 while the column blocks pass.
-// A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first. Up to
-// panel_order_max_rows rows of A (a 1x1 convolution's filters), one micro-panel at a time: it is packed into a
-// buffer that stays in L1, every row block uses it, and meanwhile each row block asks for its share of the next
-// micro-panel's rows, so that B comes from memory while the FMAs run instead of in a copying phase of its own:
-// r50_1x1a forward +2-8 % against the previous library (medians of 6-8 alternating pairs), +20 % against the other
-// order in the same build (it had spent a quarter of its time in that copy). Taller A
-// (backward-data's W^T, hundreds of rows: level to -5 % that way, the micro-panel's C no longer in L1) packs the
-// whole K block (it stays in L2), and then row blocks are outermost: each 8-row block of C is written left to
-// right, a few long runs, instead of every row of C taking a 192-byte piece per panel.
+// A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: up to
+// panel_order_max_rows rows of A (a 1x1 convolution's filters) by multiply_streamed_panels, one micro-panel at a time.
+// Taller A (backward-data's W^T, hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer
+// in L1) packs the whole K block (it stays in L2), and then row blocks are outermost: each 8-row block of C is
+// written left to right, a few long runs, instead of every row of C taking a 192-byte piece per panel.
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
-                      int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels) {
+                      int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
+                      const float* next_b) {
   const bool pack = ldb != n;
   const Blocks row_blocks(m, row_block);
+  if (pack && packs_panel_at_a_time(m)) {
+    return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
+  }
   for (int64_t l0 = 0; l0 < k; l0 += k_block) {
     const int64_t kc = std::min(k_block, k - l0);
     const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
@@ -202,22 +333,9 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
                                              c + i0 * ldc + j0, ldc, columns, first, last,
-                                             epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu);
+                                             epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu,
+                                             nullptr);
     };
-    if (pack && packs_panel_at_a_time(m)) {
-      for (int64_t j0 = 0; j0 < n; j0 += column_block) {
-        pack_panels(kc, std::min(column_block, n - j0), b + l0 * ldb + j0, ldb, panels);
-        // The next micro-panel: the next 48 columns, or the next K block's first.
-        const bool next_in_block = j0 + column_block < n;
-        const int64_t next_rows = next_in_block ? kc : std::min(k_block, k - l0 - kc);
-        const float* next = next_in_block ? b + l0 * ldb + j0 + column_block : b + (l0 + kc) * ldb;
-        for (int64_t i = 0; i < row_blocks.count; ++i) {
-          prefetch_panel_rows(next, ldb, i * next_rows / row_blocks.count, (i + 1) * next_rows / row_blocks.count);
-          tile(i, j0, panels, column_block);
-        }
-      }
-      continue;
-    }
     if (pack) {
       pack_panels(kc, n, b + l0 * ldb, ldb, panels);
       for (int64_t i = 0; i < row_blocks.count; ++i) {
@@ -426,7 +544,7 @@ void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t
       for (int64_t i = 0; i < row_blocks.count; ++i) {
         const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
         micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * lda + l0, lda, 1, panel, column_block, c + i0 * ldc + j0,
-                                               ldc, columns, first, /*last=*/false, nullptr, false);
+                                               ldc, columns, first, /*last=*/false, nullptr, false, nullptr);
       }
     }
   }
@@ -439,7 +557,7 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  const int64_t panels = packs_panel_at_a_time(m) ? 1 : (n + panel - 1) / panel;
+  const int64_t panels = packs_panel_at_a_time(m) ? 2 : (n + panel - 1) / panel;  // two: see multiply_streamed_panels
   return std::min(k, k_block) * panels * panel;
 #else
   return 0;
@@ -454,7 +572,7 @@ int64_t conv_gemm_max_transposed_rows(int64_t k) {
 }
 
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue, float* panels) {
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue, float* panels, const float* next_b) {
 #ifdef CONVGEMM_HAVE_AVX512
   // Where OpenBLAS's packed kernels are faster (measured), they run instead: on backward-data's W^T beyond 512 rows
   // over more than one K block (the C tile no longer stays in cache across K blocks, r50_3x3c 298 against 244; its
@@ -469,7 +587,8 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
       k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (ldb == n || panels);
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
-    conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels);
+    conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels,
+                     next_b);
     return;
   }
 #endif

@@ -7,11 +7,11 @@
 // AVX-512 kernel (8 rows x 48 columns of accumulators in registers, the epilogue applied in registers before the one
 // store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, ldb == n) in place; a B that
 // is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied into the caller's panel
-// buffer, one micro-panel at a time under at most 64 rows of A, else one K block at a time. Deeper K, and
-// backward-data beyond 512 rows of W^T over more than one K block, stay with OpenBLAS (faster there, see
-// conv_gemm.cpp); forward lowers deeper column matrices in blocks of at most conv_gemm_depth_block rows and adds the
-// blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass;
-// so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
+// buffer: under at most 64 rows of A one micro-panel at a time, by the micro-tiles of the one before (two buffers),
+// else one K block at a time. Deeper K, and backward-data beyond 512 rows of W^T over more than one K block, stay
+// with OpenBLAS (faster there, see conv_gemm.cpp); forward lowers deeper column matrices in blocks of at most
+// conv_gemm_depth_block rows and adds the blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate
+// epilogue pass; so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"
@@ -44,9 +44,11 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 // panels: conv_gemm_panel_floats(m, n, k) floats of scratch when ldb != n (without them, such a GEMM runs on
-// OpenBLAS).
+// OpenBLAS). next_b: the B of the caller's next GEMM (same k and ldb), or null; a GEMM that streams B from a wider
+// matrix asks for the first rows of it to be brought into cache during its own last ones. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr);
+               int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
+               const float* next_b = nullptr);
 
 // The floats of the panel buffer weight_gemm needs for C[m x n] (0 where it needs none).
 int64_t weight_gemm_panel_floats(int64_t m, int64_t n);

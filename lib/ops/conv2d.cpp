@@ -622,10 +622,20 @@ struct Conv2dPlan::Impl {
   // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The GEMMs after
   // the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias would cost
   // a pass over memory).
-  void forward_tile(const float* input, const float* weights, const float* bias, float* output, const Tile& tile,
+  void forward_tile(const float* input, const float* weights, const float* bias, float* output, int64_t tile_index,
                     SlotBuffers buffers, PostOp post_op) const {
+    const Tile tile = tiling.tile(tile_index);
     const bool relu = post_op == PostOp::relu;
     const bool single_sample = tile.samples() == 1;
+    // A 1x1 GEMM reads its B (the image) in place and streams it from memory; it is told where the GEMM this thread
+    // most likely runs next reads (the next group, else the next tile), to start on that too before it ends.
+    const auto next_image = [&](int64_t g) -> const float* {
+      if (path != Path::pointwise_gemm || !single_sample || lowering_blocks > 1) return nullptr;
+      if (g + 1 < params.groups) return input_channels(input, tile.n_begin, g + 1, 0) + tile.pixel_begin;
+      if (tile_index + 1 == tiling.count()) return nullptr;
+      const Tile next = tiling.tile(tile_index + 1);
+      return next.samples() == 1 ? input_channels(input, next.n_begin, 0, 0) + next.pixel_begin : nullptr;
+    };
     const int64_t taps = geometry.taps();
     for (int64_t g = 0; g < params.groups; ++g) {
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
@@ -642,7 +652,7 @@ struct Conv2dPlan::Impl {
         }
         kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), (c_end - c_begin) * taps,
                            weights_g + c_begin * taps, col_rows, cols.data, cols.stride, product, product_stride,
-                           epilogue, buffers.panels);
+                           epilogue, buffers.panels, next_image(g));
       }
       if (single_sample) continue;
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
@@ -808,7 +818,7 @@ void Conv2dPlan::forward(ConstTensorView input, ConstTensorView weights, std::sp
     plan.parallel_over_tiles([&](int64_t slot, int64_t begin, int64_t end) {
       const auto buffers = plan.slot_buffers(lease.bytes(), direction, slot);
       for (int64_t t = begin; t < end; ++t) {
-        plan.forward_tile(input.data, weights.data, bias_data, output.data, plan.tiling.tile(t), buffers, post_op);
+        plan.forward_tile(input.data, weights.data, bias_data, output.data, t, buffers, post_op);
       }
     });
   });
