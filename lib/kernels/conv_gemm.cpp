@@ -49,9 +49,9 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 // constants and the loads and stores plain ones (with masks known only at run time, GCC kept them on the stack and
 // reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1 forward +11 %, vgg_1_2 forward
 // +7 % (medians of 4-5 alternating pairs).
-// What a micro-tile of a B read from a wider matrix does between its steps of l (see conv_gemm_avx512): it copies
-// its share of the next micro-panel's rows into that panel's buffer, and asks for its share of the rows of the
-// micro-panel after that to be brought into L2.
+// What a micro-tile of a B read from a wider matrix does between its steps of l (see multiply_streamed_panels): it
+// copies its share of the next micro-panel's rows into that panel's buffer, and asks for its share of the rows of a
+// later micro-panel to be brought into L2.
 struct PanelStream {
   const float* copy_from = nullptr;  // the first of copy_rows rows of B (leading dimension ldb), copy_columns wide
   float* copy_to = nullptr;          // leading dimension column_block
@@ -63,17 +63,19 @@ struct PanelStream {
 
 // How far ahead a micro-panel stream asks for B: into L2 the rows of the micro-panel l2_panels_ahead after the one
 // being multiplied, into L1 the row it copies l1_rows_ahead rows later. From L2 alone the copy's loads still held
-// up the FMAs (r50_1x1a forward +7-9 % with the L1 prefetch; 3 panels ahead against 2: +1-2 %).
+// up the FMAs (r50_1x1a forward +5-9 % with the L1 prefetch; 3 panels ahead against 2: +1-2 %).
 constexpr int64_t l2_panels_ahead = 3;
 constexpr int64_t l1_rows_ahead = 3;
 
-// Asks for row `row` of the stream's share of the next micro-panel to be brought into L1.
-CONVGEMM_AVX512 inline void prefetch_copy_row(const PanelStream& stream, int64_t row) {
-  const char* from = reinterpret_cast<const char*>(stream.copy_from + row * stream.ldb);
-  _mm_prefetch(from, _MM_HINT_T0);
-  _mm_prefetch(from + 64, _MM_HINT_T0);
-  _mm_prefetch(from + 128, _MM_HINT_T0);
-  _mm_prefetch(from + 4 * column_block - 4, _MM_HINT_T0);
+// Asks for the 48 floats at `row` to be brought into L1 (_MM_HINT_T0) or L2 (_MM_HINT_T1): four lines, so that a
+// row that does not start on a line is covered to its last float.
+template <_mm_hint hint>
+CONVGEMM_AVX512 inline void prefetch_panel_row(const float* row) {
+  const char* from = reinterpret_cast<const char*>(row);
+  _mm_prefetch(from, hint);
+  _mm_prefetch(from + 64, hint);
+  _mm_prefetch(from + 128, hint);
+  _mm_prefetch(from + 4 * column_block - 4, hint);
 }
 
 // Copies row `row` of the stream's share of the next micro-panel.
@@ -87,20 +89,12 @@ CONVGEMM_AVX512 inline void copy_stream_row(const PanelStream& stream, int64_t r
   }
 }
 
-// Asks for row `row` of the stream's share of a later micro-panel to be brought into L2: four lines, so that a row
-// that does not start on a line is covered to its last float.
-CONVGEMM_AVX512 inline void prefetch_stream_row(const PanelStream& stream, int64_t row) {
-  const char* from = reinterpret_cast<const char*>(stream.prefetch_from + row * stream.ldb);
-  _mm_prefetch(from, _MM_HINT_T1);
-  _mm_prefetch(from + 64, _MM_HINT_T1);
-  _mm_prefetch(from + 128, _MM_HINT_T1);
-  _mm_prefetch(from + 4 * column_block - 4, _MM_HINT_T1);
-}
-
 // The whole of a stream's work at once, for the micro-tiles that do not interleave it with their steps.
 CONVGEMM_AVX512 void run_stream(const PanelStream& stream) {
   for (int64_t row = 0; row < stream.copy_rows; ++row) copy_stream_row(stream, row);
-  for (int64_t row = 0; row < stream.prefetch_rows; ++row) prefetch_stream_row(stream, row);
+  for (int64_t row = 0; row < stream.prefetch_rows; ++row) {
+    prefetch_panel_row<_MM_HINT_T1>(stream.prefetch_from + row * stream.ldb);
+  }
 }
 
 // One step of l: C[rows x 16 * vectors] += A[:, l] * B[l, :], a_column and b_row pointing at A[0, l] and B[l, 0].
@@ -139,14 +133,18 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
     // longer than the tile has, follow the last step.)
     const int64_t stream_rows = std::max(stream->copy_rows, stream->prefetch_rows);
     const int64_t every = std::max<int64_t>(1, kc / std::max<int64_t>(stream_rows, 1));
-    for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) prefetch_copy_row(*stream, row);
+    for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) {
+      prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + row * stream->ldb);
+    }
     for (int64_t l = 0, row = 0; l < kc || row < stream_rows; ++row) {
       for (const int64_t end = std::min(kc, l + every); l < end; ++l) {
         micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
       }
-      if (row + l1_rows_ahead < stream->copy_rows) prefetch_copy_row(*stream, row + l1_rows_ahead);
+      if (row + l1_rows_ahead < stream->copy_rows) {
+        prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + (row + l1_rows_ahead) * stream->ldb);
+      }
       if (row < stream->copy_rows) copy_stream_row(*stream, row);
-      if (row < stream->prefetch_rows) prefetch_stream_row(*stream, row);
+      if (row < stream->prefetch_rows) prefetch_panel_row<_MM_HINT_T1>(stream->prefetch_from + row * stream->ldb);
     }
   } else {
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
