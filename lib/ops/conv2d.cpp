@@ -130,6 +130,12 @@ constexpr int64_t max_weight_blocks = 8;
 // the batch still splits into at least min_weight_chunks of them (parallelism). Shape-only, again.
 constexpr int64_t min_weight_chunk_pixels = 8192;
 constexpr int64_t min_weight_chunks = 8;
+// A dW of at most small_weights_bytes (a first layer: a few filters over 1-3 channels; lenet1's is 1.1 KiB) costs
+// next to nothing to hold and add up per chunk, so its batch splits into at least min_small_weight_chunks, for the
+// threads to balance: lenet1's weight gradient +6-10 % (medians of 7 alternating runs, 2 threads). 16 chunks for
+// every shape had cost lenet2 2-9 % and r50_3x3b 4-7 % (session 9). Shape-only, as the rest.
+constexpr int64_t small_weights_bytes = 16 << 10;
+constexpr int64_t min_small_weight_chunks = 16;
 // Every chunk's partial dW is held at once (one wave) when together they take at most this; otherwise a wave holds
 // as many as there are threads. Each wave costs two fork-joins: lenet1's weight gradient (8 chunks of a 1 KiB dW,
 // 0.2 ms a call) spent about a quarter of its time in TBB's waits and wake-ups at 4 waves; and a wave of one item
@@ -361,8 +367,11 @@ struct Conv2dPlan::Impl {
 
   void use_weight_tiling(const Tiling& chosen) {
     weight_tiling = chosen;
+    const bool small_weights =
+        element_count(shapes.weights) * static_cast<int64_t>(sizeof(float)) <= small_weights_bytes;
+    const int64_t least_chunks = small_weights ? min_small_weight_chunks : min_weight_chunks;
     weight_chunk_tiles = std::max<int64_t>(
-        1, std::min(ceil_div(min_weight_chunk_pixels, chosen.width()), ceil_div(chosen.count(), min_weight_chunks)));
+        1, std::min(ceil_div(min_weight_chunk_pixels, chosen.width()), ceil_div(chosen.count(), least_chunks)));
     weight_chunks = ceil_div(chosen.count(), weight_chunk_tiles);
   }
 
