@@ -639,11 +639,11 @@ struct Conv2dPlan::Impl {
     // A 1x1 GEMM reads its B (the image) in place and streams it from memory; it is told where the GEMM this thread
     // most likely runs next reads (the next group, else the next tile), to start on that too before it ends.
     const auto next_image = [&](int64_t g) -> const float* {
-      if (path != Path::pointwise_gemm || !single_sample || lowering_blocks > 1) return nullptr;
+      if (path != Path::pointwise_gemm || tiling.samples_per_tile > 1) return nullptr;  // (one lowering block)
       if (g + 1 < params.groups) return input_channels(input, tile.n_begin, g + 1, 0) + tile.pixel_begin;
       if (tile_index + 1 == tiling.count()) return nullptr;
       const Tile next = tiling.tile(tile_index + 1);
-      return next.samples() == 1 ? input_channels(input, next.n_begin, 0, 0) + next.pixel_begin : nullptr;
+      return input_channels(input, next.n_begin, 0, 0) + next.pixel_begin;
     };
     const int64_t taps = geometry.taps();
     for (int64_t g = 0; g < params.groups; ++g) {
