@@ -14,6 +14,13 @@ namespace {
 
 #ifdef CONVGEMM_HAVE_AVX512
 constexpr int64_t row_block = 8;                          // MR: rows of C per micro-tile
+// ...except a C of 9, 18, 27 or 36 rows (backward-data's W^T of 1-4 channels under a 3x3 filter), which runs in
+// 9-row micro-tiles (27 accumulators: 31 of the 32 vector registers with B's three and the broadcast), so that
+// every micro-panel of B (a tile of dY, streamed from memory) is read by as few row blocks as possible with as many
+// FMAs per load as possible. lenet1's 9 x 784 x 32 GEMM of W^T * dY over 64 samples' dY (one thread, /tmp
+// harness): 141-147 -> 170-179 GFLOP/s as one 9-row tile instead of 5 + 4; 18 rows +5 %, 36 rows +3 %, 27 level.
+// Taller C keeps 8-row tiles: 9-row blocks for every height measured level to 0.92x on the 256 filters of r50_3x3c.
+constexpr int64_t max_tile_rows = 9;
 constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
 // 48 KiB L1 while every row block of A passes over it.
@@ -41,7 +48,7 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
   _mm512_mask_storeu_ps(c, mask, value);
 }
 
-// C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= 8 (the template), columns <= 48 (masks).
+// C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= max_tile_rows (the template), columns <= 48 (masks).
 // `first` writes instead of adding to C; `last` applies the epilogue before the store. Both are template
 // parameters: tested at run time, GCC threaded the tests through the 24 stores, a branch maze that cost lenet1's
 // forward (K = 9, where the epilogue is a third of the tile) 13 % (medians of 8 alternating pairs; a 32 x 784 x 9
@@ -107,7 +114,7 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
   __m512 b_vectors[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(masks[j], b_row + 16 * j);
-#pragma GCC unroll 8
+#pragma GCC unroll 9
   for (int i = 0; i < rows; ++i) {
     const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
 #pragma GCC unroll 3
@@ -123,7 +130,7 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
   __m512 acc[rows][vectors];
-#pragma GCC unroll 8
+#pragma GCC unroll 9
   for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -150,7 +157,7 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
   }
   // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
-#pragma GCC unroll 8
+#pragma GCC unroll 9
   for (int i = 0; i < rows; ++i) {
     const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
@@ -194,9 +201,10 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
   if (stream != nullptr) run_stream(*stream);
 }
 
-// Splits `extent` into the fewest blocks of at most `most`, as equal as possible: blocks(9, 8) gives 5 + 4 rather
-// than 8 + 1. A one-row micro-tile has 3 accumulators, too few to hide the FMA latency (lenet1's backward-data, 9
-// rows of W^T, spent a fifth of its GEMM time in it); each entry of C is the same sum whichever block computes it.
+// Splits `extent` into the fewest blocks of at most `most`, as equal as possible: blocks(17, 8) gives 6 + 6 + 5
+// rather than 8 + 8 + 1. A one-row micro-tile has 3 accumulators, too few to hide the FMA latency (lenet1's
+// backward-data, then 8 + 1 rows of W^T, spent a fifth of its GEMM time in it); each entry of C is the same sum
+// whichever block computes it.
 struct Blocks {
   int64_t extent, count;
   Blocks(int64_t extent_, int64_t most) : extent(extent_), count((extent_ + most - 1) / most) {}
@@ -223,7 +231,14 @@ struct MicroTiles {
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
-constexpr auto micro_tiles = tile_table<MicroTiles, column_block / 16>(std::make_integer_sequence<int, row_block>());
+constexpr auto micro_tiles =
+    tile_table<MicroTiles, column_block / 16>(std::make_integer_sequence<int, max_tile_rows>());
+
+// The row blocks of conv_gemm's C: at most row_block rows each, or max_tile_rows (see there).
+Blocks gemm_row_blocks(int64_t m) {
+  const bool nine = m % max_tile_rows == 0 && m <= 4 * max_tile_rows;
+  return Blocks(m, nine ? max_tile_rows : row_block);
+}
 
 // Copies rows [0, kc) of B's columns [0, n) into consecutive micro-panels (kc x 48 each, read by micro_tile with
 // leading dimension 48), reading each row of B once, left to right: a few long runs of memory per row rather than
@@ -319,7 +334,7 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {
   const bool pack = ldb != n;
-  const Blocks row_blocks(m, row_block);
+  const Blocks row_blocks = gemm_row_blocks(m);
   if (pack && packs_panel_at_a_time(m)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
   }
