@@ -241,6 +241,27 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
   }
 }
 
+TEST_CASE("conv2d: GEMMs of every height take their micro-tiles, 9-row ones included", "[conv2d]") {
+  // The AVX-512 kernel's C has the filters as rows in forward and channels x 9 taps in backward-data: 1-10 filters
+  // are one row block of each height, 9 / 18 / 27 / 36 (and 1-4 channels) take 9-row micro-tiles, 17 and 37 mixed
+  // blocks of 8 rows or fewer. 9 x 13 images: the 117 columns end in a ragged micro-tile.
+  for (const int64_t channels : {1, 2, 3, 4, 5}) {
+    for (const int64_t filters : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 18, 27, 36, 37}) {
+      const Conv2dParams params{.batch = 2,
+                                .in_channels = channels,
+                                .in_height = 9,
+                                .in_width = 13,
+                                .out_channels = filters,
+                                .kernel_height = 3,
+                                .kernel_width = 3,
+                                .padding = Padding2d::symmetric(1, 1),
+                                .has_bias = true};
+      INFO(describe(params));
+      Conv2dTester(params, 700 + static_cast<uint64_t>(channels * 100 + filters)).check(Conv2dPlan(params), false);
+    }
+  }
+}
+
 TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, with any thread split", "[conv2d]") {
   // 136 filters are two K blocks of the AVX-512 kernel, which then takes at most 512 rows of W^T: the 1170 rows
   // (130 channels x 9 taps) run as 3 blocks on one thread, as 2 x 2 when two threads split the one sample group.
@@ -311,6 +332,36 @@ TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output rea
       INFO("threads " << threads << ", cap " << cap);
       const Conv2dPlan plan(params, {.threads = threads, .workspace_limit_bytes = cap});
       tester.check(plan, cap > 0);
+    }
+  }
+}
+
+TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output reads, in tiles of whole samples",
+          "[conv2d]") {
+  // As above, with tiles that hold whole samples (col2im then writes dx instead of adding to it, without zeroing it
+  // first): several small samples per tile or one sample per tile; rows up to 64 pixels at horizontal stride 1 (the
+  // AVX-512 whole-row col2im) and the generic path (stride 2 across, or rows wider than 64). Output rows read the
+  // even input rows from 0 to 10: the odd rows and the last row (11) get nothing. dx starts as NaN.
+  for (const int64_t width : {20, 60, 70}) {
+    for (const int64_t stride_width : {1, 2}) {
+      for (const int64_t batch : {1, 12}) {
+        const Conv2dParams params{.batch = batch,
+                                  .in_channels = 3,
+                                  .in_height = 12,
+                                  .in_width = width,
+                                  .out_channels = 5,
+                                  .kernel_height = 1,
+                                  .kernel_width = 3,
+                                  .stride = {2, stride_width},
+                                  .padding = {2, 0, 2, 1},
+                                  .has_bias = true};
+        INFO(describe(params));
+        const Conv2dPlan plan(params, {.threads = batch > 1 ? 2 : 1});  // (one sample on two threads is split)
+        const int64_t output_pixels = plan.shapes().output[2] * plan.shapes().output[3];
+        REQUIRE_THAT(plan.describe(), Catch::Matchers::Contains(
+                                          " x " + std::to_string(output_pixels) + " pixels"));  // whole samples
+        Conv2dTester(params, 44 + static_cast<uint64_t>(width + stride_width + batch)).check(plan, batch > 1);
+      }
     }
   }
 }

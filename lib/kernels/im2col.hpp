@@ -37,6 +37,10 @@ void im2col(const ImageGeometry& geometry, const float* image, int64_t pixel_beg
 void col2im_accumulate(const ImageGeometry& geometry, const float* col, int64_t col_stride, int64_t pixel_begin,
                        int64_t pixel_end, float* image);
 
+// image = col2im(col) over all the output pixels: every pixel of the image is written (zero where no tap reads it),
+// so the image needs no zeroing first.
+void col2im(const ImageGeometry& geometry, const float* col, int64_t col_stride, float* image);
+
 // The same traversal, shared with the depthwise kernels: for kernel column s, the output columns q whose input
 // column q*sw + s*dw - pad_left lies inside the image form the range [first, last).
 struct ValidColumns {
