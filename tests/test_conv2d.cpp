@@ -244,7 +244,8 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
 TEST_CASE("conv2d: GEMMs of every height take their micro-tiles, 9-row ones included", "[conv2d]") {
   // The AVX-512 kernel's C has the filters as rows in forward and channels x 9 taps in backward-data: 1-10 filters
   // are one row block of each height, 9 / 18 / 27 / 36 (and 1-4 channels) take 9-row micro-tiles, 17 and 37 mixed
-  // blocks of 8 rows or fewer. 9 x 13 images: the 117 columns end in a ragged micro-tile.
+  // blocks of 8 rows or fewer. 9 x 13 images: the 117 columns end in a ragged micro-tile. The one-channel weight
+  // gradients (dW of 9 columns) take the wide dot tiles of 1-3 rows.
   for (const int64_t channels : {1, 2, 3, 4, 5}) {
     for (const int64_t filters : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 18, 27, 36, 37}) {
       const Conv2dParams params{.batch = 2,

@@ -375,11 +375,18 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
 //   GEMM's micro-tiles read, and those run with A's rows broadcast. Best for tall and wide C (dW of many filters).
 constexpr int64_t dot_rows = 6;        // rows of A per micro-tile
 constexpr int64_t dot_columns = 4;     // rows of B (columns of C) per micro-tile
-// Rows of A per micro-tile where C's column blocks are at most 3 wide (n = 9, lenet1's weight gradient: 3 + 3 + 3):
-// 8 x 3 accumulators instead of 6 x 3, 119 -> 143 GFLOP/s for its 32 x 9 x 784 GEMM (one thread, /tmp harness),
-// its weight gradient +4 % (medians of 6 alternating pairs). Where 4-wide blocks are possible 6 x 4 stays ahead of
-// 8 x 3 (r50_3x3a's 64 x 576: 160 against 131). Each entry of C is the same sum either way.
+// Rows of A per micro-tile where C's column blocks are at most 3 wide (n = 5 or 6: 3 + 2, 3 + 3): 8 x 3 accumulators
+// instead of 6 x 3. Measured on lenet1's n = 9 (3 + 3 + 3) before the wide tiles below took it: 119 -> 143 GFLOP/s
+// for its 32 x 9 x 784 GEMM (one thread, /tmp harness), its weight gradient +4 % (medians of 6 alternating pairs).
+// Where 4-wide blocks are possible 6 x 4 stays ahead of 8 x 3 (r50_3x3a's 64 x 576: 160 against 131). Each entry of
+// C is the same sum either way.
 constexpr int64_t dot_rows_narrow = 8;
+// ...except that a C of exactly 9 columns (the dW of a one-channel 3 x 3 filter: lenet1) runs in 3 x 9 micro-tiles
+// (27 accumulators; the step holds A's 3 rows and streams B's 9), so that each row of A (dY, streamed from memory)
+// is read by one micro-tile instead of three: lenet1's weight gradient +12-14 % (medians of 5-7 alternating runs, 2
+// threads). Other widths lost in 3-row tiles (8 columns 0.92x, 6 columns 0.85x, 147 columns 0.91x).
+constexpr int64_t wide_dot_rows = 3;
+constexpr int64_t wide_dot_columns = 9;
 constexpr int64_t dot_k_block = 1024;  // 6 (or 8) rows of A x 4 KiB: the A block stays in L1
 constexpr int64_t max_dot_rows = 64;   // see weight_gemm and uses_weight_panels
 // The panel kernel takes C of more than 64 rows and at least four micro-panels of columns (see weight_gemm_panels):
@@ -388,10 +395,24 @@ constexpr int64_t panel_min_columns = 4 * column_block;
 constexpr bool uses_weight_panels(int64_t m, int64_t n) { return m > max_dot_rows && n >= panel_min_columns; }
 constexpr int64_t dot_b_block_bytes = 512 << 10;
 
-// One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B.
-template <int rows, int columns>
+// One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B. The vectors
+// of B are loaded first and held while A's rows stream past, or (holds_a: the wide tiles) the other way round.
+template <int rows, int columns, bool holds_a>
 CONVGEMM_AVX512 inline void dot_step(__m512 (&acc)[rows][columns], const float* a, int64_t lda, const float* b,
                                      int64_t ldb, __mmask16 mask) {
+  if constexpr (holds_a) {
+    __m512 a_vectors[rows];
+#pragma GCC unroll 8
+    for (int i = 0; i < rows; ++i) a_vectors[i] = _mm512_maskz_loadu_ps(mask, a + i * lda);
+#pragma GCC unroll 9
+    for (int j = 0; j < columns; ++j) {
+      __m512 b_vector = _mm512_maskz_loadu_ps(mask, b + j * ldb);
+      asm("" : "+v"(b_vector));  // as a_vector below
+#pragma GCC unroll 8
+      for (int i = 0; i < rows; ++i) acc[i][j] = _mm512_fmadd_ps(a_vectors[i], b_vector, acc[i][j]);
+    }
+    return;
+  }
   __m512 b_vectors[columns];
 #pragma GCC unroll 8
   for (int j = 0; j < columns; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(mask, b + j * ldb);
@@ -421,32 +442,37 @@ CONVGEMM_AVX512 inline __m128 sum_lanes4(__m512 v0, __m512 v1, __m512 v2, __m512
 }
 
 // C[rows x columns] (+)= A[rows x kc] * B[columns x kc]^T; `add` adds to the C already there.
-template <int rows, int columns>
+template <int rows, int columns, bool holds_a = false>
 CONVGEMM_AVX512 void dot_tile(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                               int64_t ldc, bool add) {
-  static_assert(columns <= 4, "the epilogue sums four columns at a time");
   __m512 acc[rows][columns];
 #pragma GCC unroll 8
   for (int i = 0; i < rows; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 9
     for (int j = 0; j < columns; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t l = 0;
-  for (; l + 16 <= kc; l += 16) dot_step(acc, a + l, lda, b + l, ldb, 0xFFFF);
-  if (l < kc) dot_step(acc, a + l, lda, b + l, ldb, first_lanes(kc - l));
+  for (; l + 16 <= kc; l += 16) dot_step<rows, columns, holds_a>(acc, a + l, lda, b + l, ldb, 0xFFFF);
+  if (l < kc) dot_step<rows, columns, holds_a>(acc, a + l, lda, b + l, ldb, first_lanes(kc - l));
   const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int i = 0; i < rows; ++i) {
-    __m128 sums = sum_lanes4(acc[i][0], columns > 1 ? acc[i][1 % columns] : zero,
-                             columns > 2 ? acc[i][2 % columns] : zero, columns > 3 ? acc[i][3 % columns] : zero);
     float* c_row = c + i * ldc;
-    if constexpr (columns == 4) {
-      if (add) sums = _mm_add_ps(sums, _mm_loadu_ps(c_row));
-      _mm_storeu_ps(c_row, sums);
-    } else {
-      alignas(16) float lanes[4];
-      _mm_store_ps(lanes, sums);
+    // Four columns at a time (j0 and the indices modulo columns are constants once unrolled).
+#pragma GCC unroll 3
+    for (int j0 = 0; j0 < columns; j0 += 4) {
+      const int left = columns - j0;
+      __m128 sums = sum_lanes4(acc[i][j0], left > 1 ? acc[i][(j0 + 1) % columns] : zero,
+                               left > 2 ? acc[i][(j0 + 2) % columns] : zero,
+                               left > 3 ? acc[i][(j0 + 3) % columns] : zero);
+      if (left >= 4) {
+        if (add) sums = _mm_add_ps(sums, _mm_loadu_ps(c_row + j0));
+        _mm_storeu_ps(c_row + j0, sums);
+      } else {
+        alignas(16) float lanes[4];
+        _mm_store_ps(lanes, sums);
 #pragma GCC unroll 4
-      for (int j = 0; j < columns; ++j) c_row[j] = add ? c_row[j] + lanes[j] : lanes[j];
+        for (int j = 0; j < left; ++j) c_row[j0 + j] = add ? c_row[j0 + j] + lanes[j] : lanes[j];
+      }
     }
   }
 }
@@ -458,9 +484,25 @@ struct DotTiles {
   static constexpr Function of = dot_tile<rows, columns>;
 };
 constexpr auto dot_tiles = tile_table<DotTiles, dot_columns>(std::make_integer_sequence<int, dot_rows_narrow>());
+// wide_dot_tiles[rows]: rows x wide_dot_columns
+constexpr std::array<DotTiles::Function, wide_dot_rows + 1> wide_dot_tiles = {
+    nullptr, dot_tile<1, wide_dot_columns, true>, dot_tile<2, wide_dot_columns, true>,
+    dot_tile<3, wide_dot_columns, true>};
 
 void weight_gemm_dot(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                      float* c, int64_t ldc, bool accumulate) {
+  if (n == wide_dot_columns) {
+    const Blocks row_blocks(m, wide_dot_rows);
+    for (int64_t l0 = 0; l0 < k; l0 += dot_k_block) {
+      const int64_t kc = std::min(dot_k_block, k - l0);
+      for (int64_t i = 0; i < row_blocks.count; ++i) {
+        const int64_t i0 = row_blocks.begin(i);
+        wide_dot_tiles[row_blocks.size(i)](kc, a + i0 * lda + l0, lda, b + l0, ldb, c + i0 * ldc, ldc,
+                                           accumulate || l0 > 0);
+      }
+    }
+    return;
+  }
   const Blocks column_blocks(n, dot_columns);
   const bool narrow = (n + column_blocks.count - 1) / column_blocks.count < dot_columns;  // every block <= 3 wide
   const Blocks row_blocks(m, narrow ? dot_rows_narrow : dot_rows);
