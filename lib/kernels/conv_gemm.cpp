@@ -33,6 +33,8 @@ constexpr int64_t max_transposed_rows = 512;
 // The most rows of A for which a B read from a wider matrix is streamed one micro-panel at a time (see
 // multiply_streamed_panels): the micro-panel (128 x 48 floats, 24 KiB) and its 48 columns of C (12 KiB) stay in L1.
 constexpr int64_t panel_order_max_rows = 64;
+// Whether B is read in place (see conv_gemm_row_padding).
+constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
 // Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
 constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
 
@@ -333,7 +335,7 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {
-  const bool pack = ldb != n;
+  const bool pack = !b_is_compact(n, ldb);
   const Blocks row_blocks = gemm_row_blocks(m);
   if (pack && packs_panel_at_a_time(m)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
@@ -639,7 +641,7 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   // alternating pairs).
   const bool transposed = transpose_a == Transpose::yes;
   const bool kernel_fits =
-      k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (ldb == n || panels);
+      k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (b_is_compact(n, ldb) || panels);
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels,

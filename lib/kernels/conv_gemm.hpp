@@ -5,10 +5,10 @@
 // Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a
 // good part of its time packing both operands, and a bias or ReLU costs it another pass over C. convgemm's own
 // AVX-512 kernel (8 rows x 48 columns of accumulators in registers, the epilogue applied in registers before the one
-// store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, ldb == n) in place; a B that
-// is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied into the caller's panel
-// buffer: under at most 64 rows of A one micro-panel at a time, by the micro-tiles of the one before (two buffers),
-// else one K block at a time. Deeper K, and backward-data beyond 512 rows of W^T over more than one K block, stay
+// store) runs these shapes faster up to K = 2048. It reads a compact B (a column tile, see conv_gemm_row_padding) in
+// place; a B that is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied into the
+// caller's panel buffer: under at most 64 rows of A one micro-panel at a time, by the micro-tiles of the one before
+// (two buffers), else one K block at a time. Deeper K, and backward-data beyond 512 rows of W^T over more than one K block, stay
 // with OpenBLAS (faster there, see conv_gemm.cpp); forward lowers deeper column matrices in blocks of at most
 // conv_gemm_depth_block rows and adds the blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate
 // epilogue pass; so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
@@ -29,6 +29,11 @@ struct GemmEpilogue {
 // The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.
 inline constexpr int64_t conv_gemm_column_block = 48;
 
+// A B whose rows are at most this many floats longer than n (a column tile or gathered dY whose rows are padded to
+// whole cache lines) counts as compact: it is read in place. A B read from a wider matrix (a 1x1 convolution's
+// image, a tile of dY) is copied into panels first.
+inline constexpr int64_t conv_gemm_row_padding = 15;
+
 // The rows of B (the depth, K) the kernel multiplies per pass over C: a GEMM of at most this K reads and writes C
 // once. Deeper GEMMs than conv_gemm_max_depth run on OpenBLAS (see conv_gemm.cpp).
 inline constexpr int64_t conv_gemm_depth_block = 128;
@@ -39,11 +44,11 @@ inline constexpr int64_t conv_gemm_max_depth = 2048;
 // kernel does not run at all (everything is OpenBLAS then, so no height gains from being split).
 int64_t conv_gemm_max_transposed_rows(int64_t k);
 
-// The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix (ldb != n).
+// The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix.
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
-// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when ldb != n (without them, such a GEMM runs on
+// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a GEMM runs on
 // OpenBLAS). next_b: the B of the caller's next GEMM (same k and ldb), or null; a GEMM that streams B from a wider
 // matrix asks for the first rows of it to be brought into cache during its own last ones. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

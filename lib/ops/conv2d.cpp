@@ -460,11 +460,22 @@ struct Conv2dPlan::Impl {
     const int64_t channels = direction == Conv2dDirection::forward         ? largest_channel_block(lowering_blocks)
                              : direction == Conv2dDirection::backward_data ? largest_channel_block(data_blocks)
                                                                            : group_in_channels;
-    return float_bytes(channels * geometry.taps() * t.width());
+    return float_bytes(channels * geometry.taps() * buffer_stride(t.width()));
   }
-  size_t gather_bytes(const Tiling& t) const {
+  size_t gather_bytes(Conv2dDirection direction) const {
+    const Tiling& t = tiling_for(direction);
     if (path == Path::depthwise_direct || t.samples_per_tile == 1) return 0;
-    return float_bytes(group_out_channels * t.width());
+    return float_bytes(group_out_channels * buffer_stride(t.width()));
+  }
+  // The leading dimension of the column and gather buffers for a tile `width` pixels wide: rounded up to whole
+  // cache lines (kernels::conv_gemm_row_padding), so that every row starts on one, as the slots do, and a vector
+  // load reads one line instead of two. Tiles of several 196-pixel samples (lenet2: rows of 588 floats) or 49-pixel
+  // ones (r50_3x3d) had every row but one in sixteen straddle lines: forward of lenet2 +2-6 %, r50_3x3d +3 %, lenet2's
+  // weight gradient +2-6 % (its dot kernel, aligned against misaligned in a /tmp harness: 141 against 107-110
+  // GFLOP/s on one thread), the rest level (medians of 5-7 alternating runs, 2 threads).
+  static int64_t buffer_stride(int64_t width) {
+    constexpr int64_t line = kernels::conv_gemm_row_padding + 1;
+    return (width + line - 1) / line * line;
   }
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY, when a sample is cut into several tiles. Not for tiles narrower than one
@@ -491,8 +502,7 @@ struct Conv2dPlan::Impl {
   }
   size_t slot_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_bias) return 0;
-    const Tiling& t = tiling_for(direction);
-    return col_bytes(direction) + gather_bytes(t) + panel_bytes(direction);
+    return col_bytes(direction) + gather_bytes(direction) + panel_bytes(direction);
   }
   size_t partials_bytes(Conv2dDirection direction) const {
     if (direction != Conv2dDirection::backward_weights || path == Path::depthwise_direct) return 0;
@@ -514,7 +524,7 @@ struct Conv2dPlan::Impl {
   };
   SlotBuffers slot_buffers(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot) const {
     std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_bytes(direction);
-    const size_t col = col_bytes(direction), gather = gather_bytes(tiling_for(direction));
+    const size_t col = col_bytes(direction), gather = gather_bytes(direction);
     return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col),
             panel_bytes(direction) == 0 ? nullptr : reinterpret_cast<float*>(base + col + gather)};
   }
@@ -598,7 +608,8 @@ struct Conv2dPlan::Impl {
   }
 
   // The column matrix of `tile` for input channels [c_begin, c_end) of group g.
-  Columns lower(const float* input, int64_t g, int64_t c_begin, int64_t c_end, const Tile& tile, float* col) const {
+  Columns lower(const float* input, int64_t g, int64_t c_begin, int64_t c_end, const Tile& tile, float* col,
+                int64_t col_stride) const {
     if (path == Path::pointwise_gemm && tile.samples() == 1) {
       return {input_channels(input, tile.n_begin, g, c_begin) + tile.pixel_begin, input_pixels};
     }
@@ -606,23 +617,24 @@ struct Conv2dPlan::Impl {
     block.channels = c_end - c_begin;
     for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
       kernels::im2col(block, input_channels(input, n, g, c_begin), tile.pixel_begin, tile.pixel_end,
-                      col + (n - tile.n_begin) * tile.pixels(), tile.width());
+                      col + (n - tile.n_begin) * tile.pixels(), col_stride);
     }
-    return {col, tile.width()};
+    return {col, col_stride};
   }
 
   // dY[:, tile] of group g as a (K/G) x width matrix.
-  OutputGradTile output_grad_tile(const float* output_grad, int64_t g, const Tile& tile, float* gather) const {
+  OutputGradTile output_grad_tile(const float* output_grad, int64_t g, const Tile& tile, float* gather,
+                                  int64_t gather_stride) const {
     if (tile.samples() == 1) {
       return {output_grad + output_offset(tile.n_begin, g, 0) + tile.pixel_begin, output_pixels};
     }
     for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
       for (int64_t k = 0; k < group_out_channels; ++k) {
         const float* from = output_grad + output_offset(n, g, k);
-        std::copy(from, from + output_pixels, gather + k * tile.width() + (n - tile.n_begin) * output_pixels);
+        std::copy(from, from + output_pixels, gather + k * gather_stride + (n - tile.n_begin) * output_pixels);
       }
     }
-    return {gather, tile.width()};
+    return {gather, gather_stride};
   }
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
@@ -649,11 +661,11 @@ struct Conv2dPlan::Impl {
     for (int64_t g = 0; g < params.groups; ++g) {
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
       float* product = single_sample ? output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin : buffers.gather;
-      const int64_t product_stride = single_sample ? output_pixels : tile.width();
+      const int64_t product_stride = single_sample ? output_pixels : buffer_stride(tile.width());
       const float* weights_g = weights + g * group_out_channels * col_rows;
       for (int64_t b = 0; b < lowering_blocks; ++b) {
         const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
-        const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
+        const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col, buffer_stride(tile.width()));
         kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0};
         if (single_sample && c_end == group_in_channels) {
           epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
@@ -666,7 +678,7 @@ struct Conv2dPlan::Impl {
       if (single_sample) continue;
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
-          const float* from = buffers.gather + k * tile.width() + (n - tile.n_begin) * output_pixels;
+          const float* from = buffers.gather + k * product_stride + (n - tile.n_begin) * output_pixels;
           const float bias_k = bias == nullptr ? 0.0f : bias[g * group_out_channels + k];
           kernels::add_bias(from, output_pixels, bias_k, relu, output + output_offset(n, g, k));
         }
@@ -693,7 +705,8 @@ struct Conv2dPlan::Impl {
       const float* weights_block = weights + g * group_out_channels * col_rows + c_begin * block.taps();
       for (int64_t t = 0; t < tiling.tiles_per_sample; ++t) {
         const Tile current = tiling.tile(first_tile + t);
-        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
+        const int64_t stride = buffer_stride(current.width());
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather, stride);
         if (writes_directly) {
           float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
           kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows,
@@ -701,10 +714,10 @@ struct Conv2dPlan::Impl {
           continue;
         }
         kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows, dy.data,
-                           dy.stride, buffers.col, current.width(), {}, buffers.panels);
+                           dy.stride, buffers.col, stride, {}, buffers.panels);
         if (tiling.tiles_per_sample == 1) {  // whole samples: col2im writes all of their dx
           for (int64_t n = current.n_begin; n < current.n_end; ++n) {
-            kernels::col2im(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),
+            kernels::col2im(block, buffers.col + (n - current.n_begin) * current.pixels(), stride,
                             input_channels(input_grad, n, g, c_begin));
           }
           continue;
@@ -725,7 +738,7 @@ struct Conv2dPlan::Impl {
                         dx + c * input_pixels + zero_end * params.in_width, 0.0f);
             }
           }
-          kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), current.width(),
+          kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), stride,
                                      current.pixel_begin, current.pixel_end, dx);
         }
       }
@@ -741,8 +754,9 @@ struct Conv2dPlan::Impl {
     for (int64_t g = 0; g < params.groups; ++g) {
       for (int64_t t = 0; t < end_tile - first_tile; ++t) {
         const Tile current = weight_tiling.tile(first_tile + t);
-        const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col);
-        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
+        const int64_t stride = buffer_stride(current.width());
+        const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col, stride);
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather, stride);
         kernels::weight_gemm(group_out_channels, (c_end - c_begin) * taps, current.width(), dy.data, dy.stride,
                              cols.data, cols.stride, partial + g * group_out_channels * col_rows + c_begin * taps,
                              col_rows, /*accumulate=*/t > 0, buffers.panels);
