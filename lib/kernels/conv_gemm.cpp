@@ -23,7 +23,8 @@ constexpr int64_t row_block = 8;                          // MR: rows of C per m
 constexpr int64_t max_tile_rows = 9;
 constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors of 16 columns
 // K is walked in blocks so that the micro-panel of B a column block reads (k_block rows of 192 bytes) stays in the
-// 48 KiB L1 while every row block of A passes over it.
+// 48 KiB L1 while every row block of A passes over it; except by forward's GEMM over a compact B (see
+// conv_gemm_avx512), which takes all of K in one pass.
 constexpr int64_t k_block = conv_gemm_depth_block;
 // Row blocks of A per L2 block: 32 x 8 rows x 128 floats = 128 KiB.
 constexpr int64_t a_row_blocks = 32;
@@ -326,7 +327,12 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // Blocks of K outermost (C is finished by the last one).
 // A compact B (a column tile) is read in place: blocks of rows of A small enough for L2 (backward-data's W^T has up
 // to C*R*S rows), then column blocks, then row blocks, so that each B micro-panel is loaded into L1 once and used by
-// every row block of the A block, which stays in L2 while the column blocks pass.
+// every row block of the A block, which stays in L2 while the column blocks pass. Forward's GEMM (A = W, not
+// transposed) takes all of its K (up to max_inner) as one block instead: its micro-panels then come from L2 (the
+// column tile is there) for every row block, but C is written once rather than once per 128 rows of K, and that
+// wins: forward of batch-1 r50_3x3b (K = 1152) +8-10 %, alex_g2 (1200) +3-10 %, lenet2 (288) +5-8 %, vgg_1_2
+// (576) +5-8 %, r50_3x3a (576) +3-6 %, r50_3x3b +5 %, r50_c1 (147) level to +5 % (2 threads, medians of 3-7
+// alternating runs, in two A/Bs). Not for backward-data's W^T over a deep dY (r50_3x3d, K = 512: 0.95x).
 // A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: up to
 // panel_order_max_rows rows of A (a 1x1 convolution's filters) by multiply_streamed_panels, one micro-panel at a time.
 // Taller A (backward-data's W^T, hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer
@@ -340,8 +346,10 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   if (pack && packs_panel_at_a_time(m)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
   }
-  for (int64_t l0 = 0; l0 < k; l0 += k_block) {
-    const int64_t kc = std::min(k_block, k - l0);
+  const bool one_pass = !pack && acs == 1;  // forward's W
+  const int64_t depth_block = one_pass ? k : k_block;
+  for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
+    const int64_t kc = std::min(depth_block, k - l0);
     const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
     const auto tile = [&](int64_t row_block_index, int64_t j0, const float* b_panel, int64_t panel_ld) {
       const int64_t i0 = row_blocks.begin(row_block_index), rows = row_blocks.size(row_block_index);
