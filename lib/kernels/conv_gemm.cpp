@@ -404,6 +404,8 @@ constexpr int64_t max_dot_rows = 64;   // see weight_gemm and uses_weight_panels
 constexpr int64_t panel_min_columns = 4 * column_block;
 constexpr bool uses_weight_panels(int64_t m, int64_t n) { return m > max_dot_rows && n >= panel_min_columns; }
 constexpr int64_t dot_b_block_bytes = 512 << 10;
+// The depth the panel kernel multiplies per pass (see weight_gemm_panels).
+constexpr int64_t weight_panel_depth(int64_t k) { return std::min(k, max_inner); }
 
 // One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B. The vectors
 // of B are loaded first and held while A's rows stream past, or (holds_a: the wide tiles) the other way round.
@@ -591,8 +593,12 @@ CONVGEMM_AVX512 void pack_transposed_panel(int64_t kc, int64_t columns, const fl
   }
 }
 
-// K blocks outermost, then micro-panels: each is packed into the buffer (it stays in L1) and used by every row
-// block of A, whose K block stays in L2. It replaces OpenBLAS past 64 rows of dW, where the dot kernel is slower
+// Micro-panels outermost, each packed into the buffer and used by every row block of A, over all of K (a tile's
+// pixels, up to max_inner) at once: C (a partial dW, up to hundreds of KiB) is then loaded and stored once per call
+// rather than once per 128 pixels, while the panel (K x 48 floats) comes from L2 instead of L1: weight gradient of
+// alex_g2 +4-11 %, r50_3x3d +6-8 %, batch-1 r50_3x3b +1-8 %, r50_3x3c +2-7 %, r50_3x3b level (2 threads, medians
+// of 5 alternating runs, one binary with a toggle and then the old against the new library; K blocks of 256
+// gained half as much). It replaces OpenBLAS past 64 rows of dW, where the dot kernel is slower
 // too (weight_gemm): r50_3x3b's weight gradient +13 %, alex_g2 +16 %, r50_3x3c +7 %, the batch-1 r50_3x3b +6 %,
 // r50_3x3d level (medians of 6 alternating pairs, 2 threads). At 64 rows it lost to the dot kernel in the
 // convolution (same binary, 6 alternating runs: r50_1x1a 0.70x, vgg_1_2 0.86x, lenet2 and r50_3x3a 0.95x; the
@@ -600,8 +606,9 @@ CONVGEMM_AVX512 void pack_transposed_panel(int64_t kc, int64_t columns, const fl
 void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                         float* c, int64_t ldc, bool accumulate, float* panel) {
   const Blocks row_blocks(m, row_block);
-  for (int64_t l0 = 0; l0 < k; l0 += k_block) {
-    const int64_t kc = std::min(k_block, k - l0);
+  const int64_t depth_block = weight_panel_depth(k);
+  for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
+    const int64_t kc = std::min(depth_block, k - l0);
     const bool first = l0 == 0 && !accumulate;
     for (int64_t j0 = 0; j0 < n; j0 += column_block) {
       const int64_t columns = std::min(column_block, n - j0);
@@ -665,9 +672,9 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   }
 }
 
-int64_t weight_gemm_panel_floats(int64_t m, int64_t n) {
+int64_t weight_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
 #ifdef CONVGEMM_HAVE_AVX512
-  if (uses_weight_panels(m, n)) return k_block * column_block;
+  if (uses_weight_panels(m, n)) return weight_panel_depth(k) * column_block;
 #endif
   return 0;
 }

@@ -55,11 +55,11 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
                const float* next_b = nullptr);
 
-// The floats of the panel buffer weight_gemm needs for C[m x n] (0 where it needs none).
-int64_t weight_gemm_panel_floats(int64_t m, int64_t n);
+// The floats of the panel buffer weight_gemm needs for C[m x n] over depth k (0 where it needs none).
+int64_t weight_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // C[m x n] = A[m x k] * B[n x k]^T, or C += that when accumulate: backward-weights' dY * im2col(x)^T, both operands
-// row-major with the reduction (pixels) along their rows. panel: weight_gemm_panel_floats(m, n) floats of scratch
+// row-major with the reduction (pixels) along their rows. panel: weight_gemm_panel_floats(m, n, k) floats of scratch
 // (without them, a GEMM that would use them runs on OpenBLAS).
 void weight_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                  int64_t ldc, bool accumulate, float* panel);

@@ -480,13 +480,13 @@ struct Conv2dPlan::Impl {
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY, when a sample is cut into several tiles. Not for tiles narrower than one
   // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
-  // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose (the largest channel block
-  // decides: fewer columns of dW never need more).
+  // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
+  // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_weights) {
       if (path == Path::depthwise_direct) return 0;
       return float_bytes(kernels::weight_gemm_panel_floats(
-          group_out_channels, largest_channel_block(weight_blocks) * geometry.taps()));
+          group_out_channels, largest_channel_block(weight_blocks) * geometry.taps(), weight_tiling.width()));
     }
     const bool forward = direction == Conv2dDirection::forward;
     const bool in_place = (forward && path == Path::pointwise_gemm) ||
