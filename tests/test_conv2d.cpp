@@ -183,15 +183,15 @@ TEST_CASE("conv2d: realistic layer shapes match the oracle", "[conv2d]") {
        .kernel_width = 3,
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
-      // a 1x1 bottleneck over images of two tiles: forward reads x in place a micro-panel at a time, its 160
-      // channels in two K blocks; backward-data reads dY in place, a whole K block at a time
-      {.batch = 2, .in_channels = 160, .in_height = 32, .in_width = 30, .out_channels = 24, .has_bias = true},
+      // a 1x1 bottleneck over images of two tiles: forward reads x in place a micro-panel at a time, its 300
+      // channels in two K blocks (256 + 44); backward-data reads dY in place, a whole K block at a time
+      {.batch = 2, .in_channels = 300, .in_height = 32, .in_width = 30, .out_channels = 24, .has_bias = true},
       // and with 70 filters: the weight gradient's panel kernel packs x's transpose in place (200 columns of dW: four
       // full micro-panels and a ragged one)
       {.batch = 2, .in_channels = 200, .in_height = 32, .in_width = 30, .out_channels = 70},
       // the weight gradient's panel kernel on a column tile: 69 filters (row blocks of 7 and 8), 207 columns of dW
-      // (a ragged micro-panel of 15), tiles of two samples and of one (442 and 221 pixels: last K blocks of 58 and 93
-      // pixels, ragged 16 x 16 transposes), two tiles per chunk of dW's reduction (the second adds to C)
+      // (a ragged micro-panel of 15), tiles of two samples and of one (442 and 221 pixels, each one pass deep: ragged
+      // 16 x 16 transposes at their ends), two tiles per chunk of dW's reduction (the second adds to C)
       {.batch = 17,
        .in_channels = 23,
        .in_height = 13,
@@ -285,7 +285,7 @@ TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, wi
 TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel at every depth, width and split",
           "[conv2d]") {
   // Tiles inside a sample make the 1x1 GEMM read its image from the wider input (the panel buffer path): each row
-  // block copies part of the next micro-panel and prefetches a later one, across K blocks (depths over 128), ragged
+  // block copies part of the next micro-panel and prefetches a later one, across K blocks (depths over 256), ragged
   // last panels (two tiles of 240 and 197 pixels per sample), row blocks of every height, and into the next group's
   // or tile's image.
   int streamed = 0;

@@ -32,8 +32,12 @@ constexpr int64_t a_row_blocks = 32;
 constexpr int64_t max_inner = conv_gemm_max_depth;
 constexpr int64_t max_transposed_rows = 512;
 // The most rows of A for which a B read from a wider matrix is streamed one micro-panel at a time (see
-// multiply_streamed_panels): the micro-panel (128 x 48 floats, 24 KiB) and its 48 columns of C (12 KiB) stay in L1.
+// multiply_streamed_panels): the micro-panel's 48 columns of C (12 KiB) stay in L1 with the panel, mostly.
 constexpr int64_t panel_order_max_rows = 64;
+// The depth of a streamed micro-panel: up to 256 rows of B in one pass rather than 128, so that C is written once
+// over the 256 channels of r50_1x1a (its forward +3-4 %, medians of 5-9 alternating runs in three A/Bs; 192 + 64
+// level), though its two panel buffers (2 x 48 KiB) no longer both fit in L1.
+constexpr int64_t stream_depth_block = 2 * k_block;
 // Whether B is read in place (see conv_gemm_row_padding).
 constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
 // Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
@@ -281,16 +285,16 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
                               const float* b, int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue,
                               float* panels, const Blocks& row_blocks, const float* next_b) {
   const int64_t panels_per_block = (n + column_block - 1) / column_block;
-  const int64_t panel_count = (k + k_block - 1) / k_block * panels_per_block;
+  const int64_t panel_count = (k + stream_depth_block - 1) / stream_depth_block * panels_per_block;
   struct Panel {
     int64_t l0 = 0, kc = 0, j0 = 0, columns = 0;
   };
   const auto panel = [&](int64_t index) {
     if (index >= panel_count) return Panel{};
-    const int64_t l0 = index / panels_per_block * k_block, j0 = index % panels_per_block * column_block;
-    return Panel{l0, std::min(k_block, k - l0), j0, std::min(column_block, n - j0)};
+    const int64_t l0 = index / panels_per_block * stream_depth_block, j0 = index % panels_per_block * column_block;
+    return Panel{l0, std::min(stream_depth_block, k - l0), j0, std::min(column_block, n - j0)};
   };
-  float* const buffers[2] = {panels, panels + std::min(k, k_block) * column_block};
+  float* const buffers[2] = {panels, panels + std::min(k, stream_depth_block) * column_block};
   const Panel first_panel = panel(0);
   pack_panels(first_panel.kc, first_panel.columns, b + first_panel.l0 * ldb + first_panel.j0, ldb, buffers[0]);
   for (int64_t index = 0; index < panel_count; ++index) {
@@ -299,7 +303,8 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
     const int64_t ahead = index + l2_panels_ahead;
     const bool prefetches_next_b = ahead >= panel_count && next_b != nullptr;
     const Panel later = prefetches_next_b
-                            ? Panel{0, std::min(k_block, k), (ahead - panel_count) * column_block, column_block}
+                            ? Panel{0, std::min(stream_depth_block, k), (ahead - panel_count) * column_block,
+                                    column_block}
                             : panel(ahead);
     const float* later_b = prefetches_next_b ? next_b : b;
     const bool first = current.l0 == 0 && !epilogue.accumulate, last = current.l0 + current.kc == k;
@@ -571,7 +576,7 @@ CONVGEMM_AVX512 inline void transpose16(__m512 (&r)[16]) {
   }
 }
 
-// Packs B[columns x kc]^T (columns <= 48 rows of B, kc <= k_block of their entries) into one kc x 48 micro-panel,
+// Packs B[columns x kc]^T (columns <= 48 rows of B, kc <= max_inner of their entries) into one kc x 48 micro-panel,
 // 16 x 16 blocks at a time. Lanes past `columns` are zero; micro_tile's masks do not read them anyway.
 CONVGEMM_AVX512 void pack_transposed_panel(int64_t kc, int64_t columns, const float* b, int64_t ldb, float* panel) {
   for (int64_t j = 0; j < columns; j += 16) {
@@ -629,8 +634,8 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  const int64_t panels = packs_panel_at_a_time(m) ? 2 : (n + panel - 1) / panel;  // two: see multiply_streamed_panels
-  return std::min(k, k_block) * panels * panel;
+  if (packs_panel_at_a_time(m)) return std::min(k, stream_depth_block) * 2 * panel;  // see multiply_streamed_panels
+  return std::min(k, k_block) * (n + panel - 1) / panel * panel;
 #else
   return 0;
 #endif
