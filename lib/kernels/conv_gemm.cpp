@@ -412,35 +412,30 @@ constexpr int64_t dot_b_block_bytes = 512 << 10;
 // The depth the panel kernel multiplies per pass (see weight_gemm_panels).
 constexpr int64_t weight_panel_depth(int64_t k) { return std::min(k, max_inner); }
 
-// One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B. The vectors
-// of B are loaded first and held while A's rows stream past, or (holds_a: the wide tiles) the other way round.
+// One step of a dot micro-tile: 16 pixels (the lanes of mask) of every row of A against every row of B. One
+// operand's vectors are loaded first and held while the other's stream past: B's (the usual tiles, more rows than
+// columns), or A's (holds_a: the wide tiles).
 template <int rows, int columns, bool holds_a>
 CONVGEMM_AVX512 inline void dot_step(__m512 (&acc)[rows][columns], const float* a, int64_t lda, const float* b,
                                      int64_t ldb, __mmask16 mask) {
-  if constexpr (holds_a) {
-    __m512 a_vectors[rows];
-#pragma GCC unroll 8
-    for (int i = 0; i < rows; ++i) a_vectors[i] = _mm512_maskz_loadu_ps(mask, a + i * lda);
+  constexpr int held = holds_a ? rows : columns, streamed = holds_a ? columns : rows;
+  const float* const held_rows = holds_a ? a : b;
+  const float* const streamed_rows = holds_a ? b : a;
+  const int64_t held_ld = holds_a ? lda : ldb, streamed_ld = holds_a ? ldb : lda;
+  __m512 held_vectors[held];
 #pragma GCC unroll 9
-    for (int j = 0; j < columns; ++j) {
-      __m512 b_vector = _mm512_maskz_loadu_ps(mask, b + j * ldb);
-      asm("" : "+v"(b_vector));  // as a_vector below
-#pragma GCC unroll 8
-      for (int i = 0; i < rows; ++i) acc[i][j] = _mm512_fmadd_ps(a_vectors[i], b_vector, acc[i][j]);
+  for (int h = 0; h < held; ++h) held_vectors[h] = _mm512_maskz_loadu_ps(mask, held_rows + h * held_ld);
+#pragma GCC unroll 9
+  for (int t = 0; t < streamed; ++t) {
+    __m512 vector = _mm512_maskz_loadu_ps(mask, streamed_rows + t * streamed_ld);
+    // Held in a register: otherwise GCC folds the load into each of the `held` FMAs and the step becomes load-bound
+    // (27 loads instead of 11 for 24 FMAs, measured 40 % slower).
+    asm("" : "+v"(vector));
+#pragma GCC unroll 9
+    for (int h = 0; h < held; ++h) {
+      __m512& sum = holds_a ? acc[h % rows][t % columns] : acc[t % rows][h % columns];
+      sum = _mm512_fmadd_ps(vector, held_vectors[h], sum);
     }
-    return;
-  }
-  __m512 b_vectors[columns];
-#pragma GCC unroll 8
-  for (int j = 0; j < columns; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(mask, b + j * ldb);
-#pragma GCC unroll 8
-  for (int i = 0; i < rows; ++i) {
-    __m512 a_vector = _mm512_maskz_loadu_ps(mask, a + i * lda);
-    // Held in a register: otherwise GCC folds the load into each of the `columns` FMAs and the step becomes
-    // load-bound (27 loads instead of 11 for 24 FMAs, measured 40 % slower).
-    asm("" : "+v"(a_vector));
-#pragma GCC unroll 8
-    for (int j = 0; j < columns; ++j) acc[i][j] = _mm512_fmadd_ps(a_vector, b_vectors[j], acc[i][j]);
   }
 }
 
