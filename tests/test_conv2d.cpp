@@ -359,8 +359,8 @@ TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output rea
         INFO(describe(params));
         const Conv2dPlan plan(params, {.threads = batch > 1 ? 2 : 1});  // (one sample on two threads is split)
         const int64_t output_pixels = plan.shapes().output[2] * plan.shapes().output[3];
-        REQUIRE_THAT(plan.describe(), Catch::Matchers::Contains(
-                                          " x " + std::to_string(output_pixels) + " pixels"));  // whole samples
+        REQUIRE_THAT(plan.describe(),
+                     Catch::Matchers::Contains(" x " + std::to_string(output_pixels) + " pixels"));  // whole samples
         Conv2dTester(params, 44 + static_cast<uint64_t>(width + stride_width + batch)).check(plan, batch > 1);
       }
     }

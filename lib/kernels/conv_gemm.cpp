@@ -55,7 +55,8 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
   _mm512_mask_storeu_ps(c, mask, value);
 }
 
-// C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= max_tile_rows (the template), columns <= 48 (masks).
+// C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= max_tile_rows (the template), columns <= 48
+// (masks).
 // `first` writes instead of adding to C; `last` applies the epilogue before the store. Both are template
 // parameters: tested at run time, GCC threaded the tests through the 24 stores, a branch maze that cost lenet1's
 // forward (K = 9, where the epilogue is a third of the tile) 13 % (medians of 8 alternating pairs; a 32 x 784 x 9
@@ -302,10 +303,9 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
     // Past this GEMM's last panels, the caller's next GEMM's first ones (taken as 48 columns each).
     const int64_t ahead = index + l2_panels_ahead;
     const bool prefetches_next_b = ahead >= panel_count && next_b != nullptr;
-    const Panel later = prefetches_next_b
-                            ? Panel{0, std::min(stream_depth_block, k), (ahead - panel_count) * column_block,
-                                    column_block}
-                            : panel(ahead);
+    const Panel later = prefetches_next_b ? Panel{0, std::min(stream_depth_block, k),
+                                                  (ahead - panel_count) * column_block, column_block}
+                                          : panel(ahead);
     const float* later_b = prefetches_next_b ? next_b : b;
     const bool first = current.l0 == 0 && !epilogue.accumulate, last = current.l0 + current.kc == k;
     for (int64_t i = 0; i < row_blocks.count; ++i) {
@@ -473,9 +473,9 @@ CONVGEMM_AVX512 void dot_tile(int64_t kc, const float* a, int64_t lda, const flo
 #pragma GCC unroll 3
     for (int j0 = 0; j0 < columns; j0 += 4) {
       const int left = columns - j0;
-      __m128 sums = sum_lanes4(acc[i][j0], left > 1 ? acc[i][(j0 + 1) % columns] : zero,
-                               left > 2 ? acc[i][(j0 + 2) % columns] : zero,
-                               left > 3 ? acc[i][(j0 + 3) % columns] : zero);
+      __m128 sums =
+          sum_lanes4(acc[i][j0], left > 1 ? acc[i][(j0 + 1) % columns] : zero,
+                     left > 2 ? acc[i][(j0 + 2) % columns] : zero, left > 3 ? acc[i][(j0 + 3) % columns] : zero);
       if (left >= 4) {
         if (add) sums = _mm_add_ps(sums, _mm_loadu_ps(c_row + j0));
         _mm_storeu_ps(c_row + j0, sums);

@@ -723,10 +723,10 @@ struct Conv2dPlan::Impl {
           continue;
         }
         // Tiles within a sample: col2im adds into dx, so dx starts at zero: the input rows this tile is the first to
-        // reach (after the previous tile's last, up to its own last; the last tile to the image's end) are zeroed
-        // just before, while they are about to be used, rather than the whole of dx in a pass of its own before the
-        // first tile: the rows stay in cache for col2im. Backward-data of vgg_1_2 +7 %, r50_c1 +6 %, r50_3x3a +4 %, r50_3x3b +2 %
-        // (2 threads, medians of 5-7 alternating runs).
+        // reach (after the previous tile's last, up to its own last; the last tile to the image's end) are zeroed just
+        // before, while they are about to be used, rather than the whole of dx in a pass of its own before the first
+        // tile: the rows stay in cache for col2im. Backward-data of vgg_1_2 +7 %, r50_c1 +6 %, r50_3x3a +4 %, r50_3x3b
+        // +2 % (2 threads, medians of 5-7 alternating runs).
         const int64_t zero_begin = t == 0 ? 0 : last_input_row_before(current.pixel_begin) + 1;
         const int64_t zero_end =
             t + 1 == tiling.tiles_per_sample ? params.in_height : last_input_row_before(current.pixel_end) + 1;
