@@ -503,21 +503,10 @@ constexpr std::array<DotTiles::Function, wide_dot_rows + 1> wide_dot_tiles = {
 
 void weight_gemm_dot(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                      float* c, int64_t ldc, bool accumulate) {
-  if (n == wide_dot_columns) {
-    const Blocks row_blocks(m, wide_dot_rows);
-    for (int64_t l0 = 0; l0 < k; l0 += dot_k_block) {
-      const int64_t kc = std::min(dot_k_block, k - l0);
-      for (int64_t i = 0; i < row_blocks.count; ++i) {
-        const int64_t i0 = row_blocks.begin(i);
-        wide_dot_tiles[row_blocks.size(i)](kc, a + i0 * lda + l0, lda, b + l0, ldb, c + i0 * ldc, ldc,
-                                           accumulate || l0 > 0);
-      }
-    }
-    return;
-  }
-  const Blocks column_blocks(n, dot_columns);
+  const bool wide = n == wide_dot_columns;  // one column block
+  const Blocks column_blocks(n, wide ? wide_dot_columns : dot_columns);
   const bool narrow = (n + column_blocks.count - 1) / column_blocks.count < dot_columns;  // every block <= 3 wide
-  const Blocks row_blocks(m, narrow ? dot_rows_narrow : dot_rows);
+  const Blocks row_blocks(m, wide ? wide_dot_rows : narrow ? dot_rows_narrow : dot_rows);
   for (int64_t l0 = 0; l0 < k; l0 += dot_k_block) {
     const int64_t kc = std::min(dot_k_block, k - l0);
     const bool add = accumulate || l0 > 0;
@@ -532,7 +521,8 @@ void weight_gemm_dot(int64_t m, int64_t n, int64_t k, const float* a, int64_t ld
         const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
         for (int64_t j = j_begin; j < j_end; ++j) {
           const int64_t j0 = column_blocks.begin(j), columns = column_blocks.size(j);
-          dot_tiles[rows][columns](kc, a + i0 * lda + l0, lda, b + j0 * ldb + l0, ldb, c + i0 * ldc + j0, ldc, add);
+          const auto tile = wide ? wide_dot_tiles[rows] : dot_tiles[rows][columns];
+          tile(kc, a + i0 * lda + l0, lda, b + j0 * ldb + l0, ldb, c + i0 * ldc + j0, ldc, add);
         }
       }
     }

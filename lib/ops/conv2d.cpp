@@ -607,14 +607,14 @@ struct Conv2dPlan::Impl {
     return ((n * params.out_channels) + g * group_out_channels + k) * output_pixels;
   }
 
-  // The column matrix of `tile` for input channels [c_begin, c_end) of group g.
-  Columns lower(const float* input, int64_t g, int64_t c_begin, int64_t c_end, const Tile& tile, float* col,
-                int64_t col_stride) const {
+  // The column matrix of `tile` for input channels [c_begin, c_end) of group g (in col: rows buffer_stride apart).
+  Columns lower(const float* input, int64_t g, int64_t c_begin, int64_t c_end, const Tile& tile, float* col) const {
     if (path == Path::pointwise_gemm && tile.samples() == 1) {
       return {input_channels(input, tile.n_begin, g, c_begin) + tile.pixel_begin, input_pixels};
     }
     kernels::ImageGeometry block = geometry;
     block.channels = c_end - c_begin;
+    const int64_t col_stride = buffer_stride(tile.width());
     for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
       kernels::im2col(block, input_channels(input, n, g, c_begin), tile.pixel_begin, tile.pixel_end,
                       col + (n - tile.n_begin) * tile.pixels(), col_stride);
@@ -622,12 +622,12 @@ struct Conv2dPlan::Impl {
     return {col, col_stride};
   }
 
-  // dY[:, tile] of group g as a (K/G) x width matrix.
-  OutputGradTile output_grad_tile(const float* output_grad, int64_t g, const Tile& tile, float* gather,
-                                  int64_t gather_stride) const {
+  // dY[:, tile] of group g as a (K/G) x width matrix (gathered: rows buffer_stride apart).
+  OutputGradTile output_grad_tile(const float* output_grad, int64_t g, const Tile& tile, float* gather) const {
     if (tile.samples() == 1) {
       return {output_grad + output_offset(tile.n_begin, g, 0) + tile.pixel_begin, output_pixels};
     }
+    const int64_t gather_stride = buffer_stride(tile.width());
     for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
       for (int64_t k = 0; k < group_out_channels; ++k) {
         const float* from = output_grad + output_offset(n, g, k);
@@ -665,7 +665,7 @@ struct Conv2dPlan::Impl {
       const float* weights_g = weights + g * group_out_channels * col_rows;
       for (int64_t b = 0; b < lowering_blocks; ++b) {
         const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
-        const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col, buffer_stride(tile.width()));
+        const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
         kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0};
         if (single_sample && c_end == group_in_channels) {
           epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
@@ -705,19 +705,19 @@ struct Conv2dPlan::Impl {
       const float* weights_block = weights + g * group_out_channels * col_rows + c_begin * block.taps();
       for (int64_t t = 0; t < tiling.tiles_per_sample; ++t) {
         const Tile current = tiling.tile(first_tile + t);
-        const int64_t stride = buffer_stride(current.width());
-        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather, stride);
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
         if (writes_directly) {
           float* dx = input_channels(input_grad, current.n_begin, g, c_begin);
           kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows,
                              dy.data, dy.stride, dx + current.pixel_begin, input_pixels, {}, buffers.panels);
           continue;
         }
+        const int64_t col_stride = buffer_stride(current.width());
         kernels::conv_gemm(Transpose::yes, rows, current.width(), group_out_channels, weights_block, col_rows, dy.data,
-                           dy.stride, buffers.col, stride, {}, buffers.panels);
+                           dy.stride, buffers.col, col_stride, {}, buffers.panels);
         if (tiling.tiles_per_sample == 1) {  // whole samples: col2im writes all of their dx
           for (int64_t n = current.n_begin; n < current.n_end; ++n) {
-            kernels::col2im(block, buffers.col + (n - current.n_begin) * current.pixels(), stride,
+            kernels::col2im(block, buffers.col + (n - current.n_begin) * current.pixels(), col_stride,
                             input_channels(input_grad, n, g, c_begin));
           }
           continue;
@@ -738,7 +738,7 @@ struct Conv2dPlan::Impl {
                         dx + c * input_pixels + zero_end * params.in_width, 0.0f);
             }
           }
-          kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), stride,
+          kernels::col2im_accumulate(block, buffers.col + (n - current.n_begin) * current.pixels(), col_stride,
                                      current.pixel_begin, current.pixel_end, dx);
         }
       }
@@ -754,9 +754,8 @@ struct Conv2dPlan::Impl {
     for (int64_t g = 0; g < params.groups; ++g) {
       for (int64_t t = 0; t < end_tile - first_tile; ++t) {
         const Tile current = weight_tiling.tile(first_tile + t);
-        const int64_t stride = buffer_stride(current.width());
-        const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col, stride);
-        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather, stride);
+        const Columns cols = lower(input, g, c_begin, c_end, current, buffers.col);
+        const OutputGradTile dy = output_grad_tile(output_grad, g, current, buffers.gather);
         kernels::weight_gemm(group_out_channels, (c_end - c_begin) * taps, current.width(), dy.data, dy.stride,
                              cols.data, cols.stride, partial + g * group_out_channels * col_rows + c_begin * taps,
                              col_rows, /*accumulate=*/t > 0, buffers.panels);
