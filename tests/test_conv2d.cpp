@@ -367,6 +367,45 @@ TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output rea
   }
 }
 
+TEST_CASE("conv2d: im2col at stride 2 over rows wider than 64 pixels, tiles cut inside rows, any padding and dilation",
+          "[conv2d]") {
+  // Rows of 65-256 output pixels at horizontal stride 2 split each input row into its even and odd elements once and
+  // copy every kernel column's window of them (the AVX-512 path keeps up to 16 split rows in a ring). Each shape has
+  // more pixels than one tile takes, so a tile starts inside a row; padding odd and even, on one side only, taller
+  // than the kernel's reach; dilation; vertical strides 1-3; and a kernel 17 rows tall (past the ring: the per-vector
+  // path).
+  struct Case {
+    int64_t channels, height, width, kernel, dilation, stride_height;
+    Padding2d padding;
+  };
+  const Case cases[] = {
+      {3, 40, 150, 7, 1, 2, Padding2d::symmetric(3, 3)},  // 75-pixel rows, odd padding (the ResNet stem's)
+      {2, 33, 161, 5, 1, 2, Padding2d::symmetric(2, 2)},  // 81-pixel rows, even padding
+      {2, 30, 140, 3, 3, 2, Padding2d::symmetric(3, 3)},  // dilation 3
+      {2, 24, 150, 4, 1, 1, {1, 0, 0, 1}},                // padding on one side of each dimension, vertical stride 1
+      {1, 31, 170, 5, 1, 3, Padding2d::symmetric(6, 5)},  // padding wider than the kernel's reach, vertical stride 3
+      {1, 40, 140, 9, 2, 2, Padding2d::symmetric(8, 8)},  // 17 input rows per output row: past the ring
+  };
+  for (const Case& shape : cases) {
+    const Conv2dParams params{.batch = 2,
+                              .in_channels = shape.channels,
+                              .in_height = shape.height,
+                              .in_width = shape.width,
+                              .out_channels = 5,
+                              .kernel_height = shape.kernel,
+                              .kernel_width = shape.kernel,
+                              .stride = {shape.stride_height, 2},
+                              .padding = shape.padding,
+                              .dilation = {shape.dilation, shape.dilation},
+                              .has_bias = true};
+    // A cap that cuts the images into tiles of a few rows, most of them starting inside a row.
+    const Conv2dPlan plan(params, {.workspace_limit_bytes = 256 << 10});
+    INFO(describe(params) << " | " << plan.describe());
+    CHECK(plan.shapes().output[3] > 64);
+    Conv2dTester(params, 900 + static_cast<uint64_t>(shape.width)).check(plan, true);
+  }
+}
+
 TEST_CASE("conv2d: concurrent calls on one plan from several host threads", "[conv2d]") {
   const Conv2dParams params{.batch = 4,
                             .in_channels = 6,
