@@ -324,10 +324,11 @@ CONVGEMM_AVX512 void prefetch_next_rows(const ImageGeometry& g, const float* ima
 // most that many, so a row is overwritten only once no later output row reads it. Measured on r50_c1 (3 x 224 x
 // 224, 7 x 7, pad 3): 2.29 -> 1.22 ns per stored vector (one thread, /tmp harness; splitting per kernel row
 // instead: 1.58), its forward +13 % and weight gradient +10 % (2 threads, medians of 5 alternating runs of the old
-// and the new library), the column matrix the same bits. Rows that do not start on a vector (the first of a tile cut inside a row) take
-// copy_row_padded, as in im2col_avx512. Returns false, doing nothing, where the rows do not fit the ring.
+// and the new library), the column matrix the same bits. Rows that do not start on a vector (the first of a tile cut
+// inside a row) take copy_row_padded, as in im2col_avx512. Returns false, doing nothing, where the rows do not fit the
+// ring.
 constexpr int64_t max_split_row = 16 * max_tap_chunks + 64;  // a row's vectors, and a kernel's reach of 64 floats
-constexpr int64_t max_split_ring = 16;                        // input rows a kernel spans: (R - 1) * dilation + 1
+constexpr int64_t max_split_ring = 16;                       // input rows a kernel spans: (R - 1) * dilation + 1
 
 CONVGEMM_AVX512 bool im2col_stride2_ring_avx512(const ImageGeometry& g, const float* image, int64_t pixel_begin,
                                                 int64_t pixel_end, float* col, int64_t col_stride) {
