@@ -313,6 +313,14 @@ CONVGEMM_AVX512 void prefetch_next_rows(const ImageGeometry& g, const float* ima
   }
 }
 
+// The image rows output rows [p_first, p_last] read, clamped to the image: [first, last], empty when last < first.
+struct ImageRows {
+  int64_t first, last;
+};
+ImageRows rows_read(const ImageGeometry& g, int64_t p_first, int64_t p_last) {
+  return {std::max<int64_t>(0, first_input_row(g, p_first)), std::min(g.height - 1, last_input_row(g, p_last))};
+}
+
 // im2col at horizontal stride 2 for rows of up to max_tap_chunks vectors (the ResNet stem's 112 pixels): every input
 // row is split once into its even and odd elements (zero outside the image), after which each kernel column's row of
 // the column matrix is a contiguous window of one of the two: input column 2q + o, o = s * dilation - pad_left, is
@@ -352,8 +360,7 @@ CONVGEMM_AVX512 bool im2col_stride2_ring_avx512(const ImageGeometry& g, const fl
   PixelMasks split_load[max_split_row / 16];
   for (int64_t i = 0; i < split_chunks; ++i) {
     const int64_t w0 = 2 * (k_lo + 16 * i);
-    split_load[i] = {static_cast<__mmask16>(first_lanes(W - w0) & ~first_lanes(-w0)),
-                     static_cast<__mmask16>(first_lanes(W - w0 - 16) & ~first_lanes(-w0 - 16))};
+    split_load[i] = {inside_lanes(w0, W, 0, W), inside_lanes(w0 + 16, W, 0, W)};
   }
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
@@ -372,7 +379,7 @@ CONVGEMM_AVX512 bool im2col_stride2_ring_avx512(const ImageGeometry& g, const fl
       if (on_vector) {
         // Split the input rows this output row reads for the first time.
         const int64_t h_end = std::min(g.height, last_input_row(g, p) + 1);
-        for (int64_t h = std::max(next_split, p * g.stride_height - g.pad_top); h < h_end; ++h) {
+        for (int64_t h = std::max(next_split, first_input_row(g, p)); h < h_end; ++h) {
           if (h < 0) continue;
           const float* const row = channel + h * W;
           float* const dst = ring + (h % max_split_ring) * ring_row;
@@ -464,11 +471,10 @@ CONVGEMM_AVX512 void im2col_avx512(const ImageGeometry& g, const float* image, i
   // harness), the column matrix the same bits; its forward +10 %, weight gradient +9 % (2 threads, medians of 5-7
   // alternating runs of the old and new library).
   constexpr int64_t prefetch_ahead = 2;
-  const int64_t h_first = std::max<int64_t>(0, p_first * g.stride_height - g.pad_top);
-  const int64_t h_last = std::min(g.height - 1, last_input_row(g, p_last));
-  const int64_t channel_rows_bytes = (h_last - h_first + 1) * g.width * int64_t{sizeof(float)};
+  const ImageRows read = rows_read(g, p_first, p_last);
+  const int64_t channel_rows_bytes = (read.last - read.first + 1) * g.width * int64_t{sizeof(float)};
   const auto prefetch_channel = [&](int64_t c) {
-    const char* rows = reinterpret_cast<const char*>(image + (c * g.height + h_first) * g.width);
+    const char* rows = reinterpret_cast<const char*>(image + (c * g.height + read.first) * g.width);
     for (int64_t byte = 0; byte < channel_rows_bytes; byte += 64) _mm_prefetch(rows + byte, _MM_HINT_T0);
   };
   for (int64_t c = 0; c < std::min(prefetch_ahead, g.channels); ++c) prefetch_channel(c);
@@ -542,10 +548,9 @@ CONVGEMM_AVX512 void col2im_whole_rows_avx512(const ImageGeometry& g, const floa
     }
   }
   // Image rows this tile's output rows reach.
-  const int64_t h_first = overwrite ? 0 : std::max<int64_t>(0, p_begin * g.stride_height - g.pad_top);
-  const int64_t h_last = overwrite ? g.height - 1 : std::min(g.height - 1, last_input_row(g, p_end - 1));
+  const ImageRows reached = overwrite ? ImageRows{0, g.height - 1} : rows_read(g, p_begin, p_end - 1);
   for (int64_t c = 0; c < g.channels; ++c) {
-    for (int64_t h = h_first; h <= h_last; ++h) {
+    for (int64_t h = reached.first; h <= reached.last; ++h) {
       float* image_row = image + (c * g.height + h) * W;
       __m512 sum[chunks];
 #pragma GCC unroll 4
@@ -650,11 +655,9 @@ CONVGEMM_AVX512 void col2im_stride2_rows_avx512(const ImageGeometry& g, const fl
   // Pixel 2i of 32 <- even[i], pixel 2i + 1 <- odd[i] (index 16 + i of the two-source permute).
   const __m512i low_pixels = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i high_pixels = _mm512_add_epi32(low_pixels, _mm512_set1_epi32(8));
-  // Image rows this tile's output rows reach.
-  const int64_t h_first = std::max<int64_t>(0, p_first * g.stride_height - g.pad_top);
-  const int64_t h_last = std::min(g.height - 1, last_input_row(g, p_last));
+  const ImageRows rows = rows_read(g, p_first, p_last);  // the image rows this tile's output rows reach
   for (int64_t c = 0; c < g.channels; ++c) {
-    for (int64_t h = h_first; h <= h_last; ++h) {
+    for (int64_t h = rows.first; h <= rows.last; ++h) {
       __m512 even[vectors], odd[vectors];
 #pragma GCC unroll 8
       for (int j = 0; j < vectors; ++j) even[j] = odd[j] = _mm512_setzero_ps();

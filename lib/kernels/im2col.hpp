@@ -55,6 +55,10 @@ inline int64_t input_row(const ImageGeometry& g, int64_t p, int64_t r) {
   return h >= 0 && h < g.height ? h : -1;
 }
 
+// The first input row output row p reads (through the kernel's first row), not clamped to the image: below 0 where
+// that row is padding.
+inline int64_t first_input_row(const ImageGeometry& g, int64_t p) { return p * g.stride_height - g.pad_top; }
+
 // The last input row output row p reads (through the kernel's last row), not clamped to the image: below 0 or
 // past height - 1 where that row is padding.
 inline int64_t last_input_row(const ImageGeometry& g, int64_t p) {
