@@ -28,6 +28,9 @@ constexpr int64_t column_block = conv_gemm_column_block;  // NR: three vectors o
 constexpr int64_t k_block = conv_gemm_depth_block;
 // Row blocks of A per L2 block: 32 x 8 rows x 128 floats = 128 KiB.
 constexpr int64_t a_row_blocks = 32;
+// A compact B block at most this large (lenet1's 9 x 784 column tile: 28 KiB) stays in L1 whichever order the
+// micro-tiles take, so row blocks go outermost and each runs across all of B in one call (see TileRun).
+constexpr int64_t l1_resident_b_bytes = 32 << 10;
 // The largest K, and the largest transposed A (backward-data's W^T), this kernel takes; see conv_gemm.
 constexpr int64_t max_inner = conv_gemm_max_depth;
 constexpr int64_t max_transposed_rows = 512;
@@ -130,62 +133,78 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
   }
 }
 
-template <int rows, int vectors, bool full, bool first, bool last, bool streams = false>
+// Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
+// c_step further along C (a micro-panel on). A call per micro-tile pays the dispatch (the table, first/last/full, 14
+// arguments) and the masks' setup every time, which tiles as short as lenet1's (9 steps of l in forward, 32 in
+// backward-data) feel: with each row block's micro-panels in one call, lenet1's forward +3-4 % and backward-data
+// +4-11 % (2 threads, medians of 5-7 alternating runs against the library before, three A/Bs), the other shapes
+// level.
+struct TileRun {
+  int64_t count = 1;
+  int64_t b_step = 0, c_step = 0;
+};
+
+// `runs`: tiles.count tiles rather than one. A template parameter, so that a single tile compiles as straight-line
+// code: through the loop, which keeps its pointers live across the tile, a tile ran slower (lenet1's forward, one
+// tile per call: 0.83x; weight gradients of r50_3x3c / r50_3x3d 0.92x / 0.94x).
+template <int rows, int vectors, bool full, bool first, bool last, bool streams, bool runs>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                      float* c, int64_t ldc, int64_t columns, const float* bias, bool relu,
-                                     const PanelStream* stream = nullptr) {
+                                     const PanelStream* stream, const TileRun& tiles) {
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
-  __m512 acc[rows][vectors];
+  for (int64_t t = 0; t < (runs ? tiles.count : 1); ++t, b += tiles.b_step, c += tiles.c_step) {
+    __m512 acc[rows][vectors];
 #pragma GCC unroll 9
-  for (int i = 0; i < rows; ++i)
+    for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
-  if constexpr (streams) {
-    // One row of the stream's copy and one of its prefetch every `every` steps, spread over the tile: its loads
-    // then overlap the FMAs instead of waiting in a copying phase. (Rows beyond kc / every, which only a stream
-    // longer than the tile has, follow the last step.)
-    const int64_t stream_rows = std::max(stream->copy_rows, stream->prefetch_rows);
-    const int64_t every = std::max<int64_t>(1, kc / std::max<int64_t>(stream_rows, 1));
-    for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) {
-      prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + row * stream->ldb);
-    }
-    for (int64_t l = 0, row = 0; l < kc || row < stream_rows; ++row) {
-      for (const int64_t end = std::min(kc, l + every); l < end; ++l) {
-        micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
+      for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
+    if constexpr (streams) {
+      // One row of the stream's copy and one of its prefetch every `every` steps, spread over the tile: its loads
+      // then overlap the FMAs instead of waiting in a copying phase. (Rows beyond kc / every, which only a stream
+      // longer than the tile has, follow the last step.)
+      const int64_t stream_rows = std::max(stream->copy_rows, stream->prefetch_rows);
+      const int64_t every = std::max<int64_t>(1, kc / std::max<int64_t>(stream_rows, 1));
+      for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) {
+        prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + row * stream->ldb);
       }
-      if (row + l1_rows_ahead < stream->copy_rows) {
-        prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + (row + l1_rows_ahead) * stream->ldb);
+      for (int64_t l = 0, row = 0; l < kc || row < stream_rows; ++row) {
+        for (const int64_t end = std::min(kc, l + every); l < end; ++l) {
+          micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
+        }
+        if (row + l1_rows_ahead < stream->copy_rows) {
+          prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + (row + l1_rows_ahead) * stream->ldb);
+        }
+        if (row < stream->copy_rows) copy_stream_row(*stream, row);
+        if (row < stream->prefetch_rows) prefetch_panel_row<_MM_HINT_T1>(stream->prefetch_from + row * stream->ldb);
       }
-      if (row < stream->copy_rows) copy_stream_row(*stream, row);
-      if (row < stream->prefetch_rows) prefetch_panel_row<_MM_HINT_T1>(stream->prefetch_from + row * stream->ldb);
+    } else {
+      for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
     }
-  } else {
-    for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-  }
-  // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
+    // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
 #pragma GCC unroll 9
-  for (int i = 0; i < rows; ++i) {
-    const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
+    for (int i = 0; i < rows; ++i) {
+      const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) {
-      finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+      for (int j = 0; j < vectors; ++j) {
+        finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+      }
     }
   }
 }
 
-// The body for this tile's columns, first and last. bias: the tile's first row's, or null.
+// The body for these tiles' columns, first and last. bias: the first tile's first row's, or null.
 // stream: the work of a micro-panel stream (or null), interleaved with the steps of l in 48-column tiles, done after
-// the others.
+// the others; only with a run of one tile.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
-                                bool relu, const PanelStream* stream) {
-  const auto run = [&]<bool full, bool streams>() {
+                                bool relu, const PanelStream* stream, const TileRun& tiles) {
+  const auto run_tiles = [&]<bool full, bool streams, bool runs>() {
     const auto body = [&]<bool first_block, bool last_block>() {
-      micro_tile_body<rows, vectors, full, first_block, last_block, streams>(kc, a, ars, acs, b, ldb, c, ldc, columns,
-                                                                             bias, relu, stream);
+      micro_tile_body<rows, vectors, full, first_block, last_block, streams, runs>(kc, a, ars, acs, b, ldb, c, ldc,
+                                                                                   columns, bias, relu, stream, tiles);
     };
     if (first) {
       if (last) body.template operator()<true, true>();
@@ -194,6 +213,10 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       if (last) body.template operator()<false, true>();
       else body.template operator()<false, false>();
     }
+  };
+  const auto run = [&]<bool full, bool streams>() {
+    if (!streams && tiles.count > 1) return run_tiles.template operator()<full, false, true>();
+    run_tiles.template operator()<full, streams, false>();
   };
   // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 25-30 % slower through the full one
   // (twice, whichever epilogue; not in a harness that does not write B just before, so store forwarding from
@@ -235,7 +258,7 @@ constexpr auto tile_table(std::integer_sequence<int, row...>) {
 // micro_tiles[rows][vectors]
 struct MicroTiles {
   using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                            bool, bool, const float*, bool, const PanelStream*);
+                            bool, bool, const float*, bool, const PanelStream*, const TileRun&);
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
@@ -324,7 +347,7 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
       micro_tiles[rows][(current.columns + 15) / 16](
           current.kc, a + i0 * ars + current.l0 * acs, ars, acs, buffers[index % 2], column_block,
           c + i0 * ldc + current.j0, ldc, current.columns, first, last,
-          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, &stream);
+          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, &stream, TileRun{});
     }
   }
 }
@@ -353,28 +376,40 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   }
   const bool one_pass = !pack && acs == 1;  // forward's W
   const int64_t depth_block = one_pass ? k : k_block;
+  const int64_t full_panels = n / column_block, full_columns = full_panels * column_block;
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
     const int64_t kc = std::min(depth_block, k - l0);
     const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
-    const auto tile = [&](int64_t row_block_index, int64_t j0, const float* b_panel, int64_t panel_ld) {
-      const int64_t i0 = row_blocks.begin(row_block_index), rows = row_blocks.size(row_block_index);
+    // Micro-tiles from row block i and column j0 on, `run` of them in one call.
+    const auto tiles = [&](int64_t i, int64_t j0, const float* b_tile, int64_t b_ld, const TileRun& run) {
+      const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
       const int64_t columns = std::min(column_block, n - j0);
-      micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * ars + l0 * acs, ars, acs, b_panel, panel_ld,
-                                             c + i0 * ldc + j0, ldc, columns, first, last,
-                                             epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu,
-                                             nullptr);
+      micro_tiles[rows][(columns + 15) / 16](
+          kc, a + i0 * ars + l0 * acs, ars, acs, b_tile, b_ld, c + i0 * ldc + j0, ldc, columns, first, last,
+          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, nullptr, run);
+    };
+    // Row block i across all of B: its full micro-panels (each panel_step further on) in one call, then the ragged
+    // edge.
+    const auto row_of_tiles = [&](int64_t i, const float* b_block, int64_t b_ld, int64_t panel_step) {
+      if (full_panels > 0) {
+        tiles(i, 0, b_block, b_ld, {.count = full_panels, .b_step = panel_step, .c_step = column_block});
+      }
+      if (full_columns < n) tiles(i, full_columns, b_block + full_panels * panel_step, b_ld, {});
     };
     if (pack) {
       pack_panels(kc, n, b + l0 * ldb, ldb, panels);
-      for (int64_t i = 0; i < row_blocks.count; ++i) {
-        for (int64_t j0 = 0; j0 < n; j0 += column_block) tile(i, j0, panels + j0 * kc, column_block);
-      }
+      for (int64_t i = 0; i < row_blocks.count; ++i) row_of_tiles(i, panels, column_block, kc * column_block);
+      continue;
+    }
+    // One row block (the order is the same) or a B that stays in L1: row block by row block, across all of B.
+    if (row_blocks.count == 1 || kc * n * int64_t{sizeof(float)} <= l1_resident_b_bytes) {
+      for (int64_t i = 0; i < row_blocks.count; ++i) row_of_tiles(i, b + l0 * ldb, ldb, column_block);
       continue;
     }
     for (int64_t r0 = 0; r0 < row_blocks.count; r0 += a_row_blocks) {
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
         for (int64_t i = r0; i < std::min(row_blocks.count, r0 + a_row_blocks); ++i) {
-          tile(i, j0, b + l0 * ldb + j0, ldb);
+          tiles(i, j0, b + l0 * ldb + j0, ldb, {});
         }
       }
     }
@@ -627,7 +662,7 @@ void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t
       for (int64_t i = 0; i < row_blocks.count; ++i) {
         const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
         micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * lda + l0, lda, 1, panel, column_block, c + i0 * ldc + j0,
-                                               ldc, columns, first, /*last=*/false, nullptr, false, nullptr);
+                                               ldc, columns, first, /*last=*/false, nullptr, false, nullptr, TileRun{});
       }
     }
   }
