@@ -136,9 +136,9 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
 // Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
 // c_step further along C (a micro-panel on). A call per micro-tile pays the dispatch (the table, first/last/full, 14
 // arguments) and the masks' setup every time, which tiles as short as lenet1's (9 steps of l in forward, 32 in
-// backward-data) feel: with each row block's micro-panels in one call, lenet1's forward +3-4 % and backward-data
-// +4-11 % (2 threads, medians of 5-7 alternating runs against the library before, three A/Bs), the other shapes
-// level.
+// backward-data) feel: with each row block's micro-panels in one call, lenet1's forward +3-5 % and backward-data
+// +0-11 % (2 threads, medians of 5-7 alternating runs against the library before, five and six A/Bs), the other
+// shapes level.
 struct TileRun {
   int64_t count = 1;
   int64_t b_step = 0, c_step = 0;
