@@ -284,10 +284,10 @@ TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, wi
 
 TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel at every depth, width and split",
           "[conv2d]") {
-  // Tiles inside a sample make the 1x1 GEMM read its image from the wider input (the panel buffer path): each row
-  // block copies part of the next micro-panel and prefetches a later one, across K blocks (depths over 256), ragged
-  // last panels (two tiles of 240 and 197 pixels per sample), row blocks of every height, and into the next group's
-  // or tile's image.
+  // Tiles inside a sample make the 1x1 GEMM read its image from the wider input (the panel buffer path): the first
+  // row block copies each micro-panel as it reads it, for the others, and every row block prefetches part of the next
+  // one, across K blocks (depths over 256), ragged last panels (two tiles of 240 and 197 pixels per sample), depths
+  // under 16 (copied after the steps), row blocks of every height, and into the next group's or tile's image.
   int streamed = 0;
   for (const int64_t groups : {1, 2}) {
     for (const int64_t channels : {1, 15, 16, 128, 129, 260}) {

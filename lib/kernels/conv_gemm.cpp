@@ -39,7 +39,7 @@ constexpr int64_t max_transposed_rows = 512;
 constexpr int64_t panel_order_max_rows = 64;
 // The depth of a streamed micro-panel: up to 256 rows of B in one pass rather than 128, so that C is written once
 // over the 256 channels of r50_1x1a (its forward +3-4 %, medians of 5-9 alternating runs in three A/Bs; 192 + 64
-// level), though its two panel buffers (2 x 48 KiB) no longer both fit in L1.
+// level), though its 48 KiB micro-panel then shares L1 with A's rows and C.
 constexpr int64_t stream_depth_block = 2 * k_block;
 // Whether B is read in place (see conv_gemm_row_padding).
 constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
@@ -67,70 +67,130 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 // constants and the loads and stores plain ones (with masks known only at run time, GCC kept them on the stack and
 // reloaded three per step of l): r50_1x1a backward-data +20 %, forward +7 %, r50_c1 forward +11 %, vgg_1_2 forward
 // +7 % (medians of 4-5 alternating pairs).
-// What a micro-tile of a B read from a wider matrix does between its steps of l (see multiply_streamed_panels): it
-// copies its share of the next micro-panel's rows into that panel's buffer, and asks for its share of the rows of a
-// later micro-panel to be brought into L2.
+// What a micro-tile over a B read in place from a wider matrix does besides its FMAs (see multiply_streamed_panels):
+// the first row block writes the rows of B it loads into the micro-panel buffer that the other row blocks then read
+// (copy_to, leading dimension 48; null for those), and every row block asks for its share of the next micro-panel's
+// rows to be brought into L1, spread over its steps of l.
 struct PanelStream {
-  const float* copy_from = nullptr;  // the first of copy_rows rows of B (leading dimension ldb), copy_columns wide
-  float* copy_to = nullptr;          // leading dimension column_block
-  int64_t copy_rows = 0, copy_columns = 0;
-  const float* prefetch_from = nullptr;  // the first of prefetch_rows rows of B, 48 columns
-  int64_t prefetch_rows = 0;
-  int64_t ldb = 0;
+  float* copy_to = nullptr;
+  const float* prefetch_from = nullptr;  // the first of prefetch_rows rows of B, 48 columns, ldb apart
+  int64_t prefetch_rows = 0, ldb = 0;
 };
 
-// How far ahead a micro-panel stream asks for B: into L2 the rows of the micro-panel l2_panels_ahead after the one
-// being multiplied, into L1 the row it copies l1_rows_ahead rows later. From L2 alone the copy's loads still held
-// up the FMAs (r50_1x1a forward +5-9 % with the L1 prefetch; 3 panels ahead against 2: +1-2 %).
-constexpr int64_t l2_panels_ahead = 3;
-constexpr int64_t l1_rows_ahead = 3;
+// A micro-tile that streams asks for a row of the next micro-panel every prefetch_every steps of l (more rows per
+// group where its share is larger than its steps allow).
+constexpr int prefetch_every = 8;
 
-// Asks for the 48 floats at `row` to be brought into L1 (_MM_HINT_T0) or L2 (_MM_HINT_T1): four lines, so that a
-// row that does not start on a line is covered to its last float.
-template <_mm_hint hint>
-CONVGEMM_AVX512 inline void prefetch_panel_row(const float* row) {
+// Asks for the 48 floats at `row` to be brought into L1: four lines, so that a row that does not start on a line is
+// covered to its last float.
+CONVGEMM_AVX512 __attribute__((always_inline)) inline void prefetch_panel_row(const float* row) {
   const char* from = reinterpret_cast<const char*>(row);
-  _mm_prefetch(from, hint);
-  _mm_prefetch(from + 64, hint);
-  _mm_prefetch(from + 128, hint);
-  _mm_prefetch(from + 4 * column_block - 4, hint);
+  _mm_prefetch(from, _MM_HINT_T0);
+  _mm_prefetch(from + 64, _MM_HINT_T0);
+  _mm_prefetch(from + 128, _MM_HINT_T0);
+  _mm_prefetch(from + 4 * column_block - 4, _MM_HINT_T0);
 }
 
-// Copies row `row` of the stream's share of the next micro-panel.
-CONVGEMM_AVX512 inline void copy_stream_row(const PanelStream& stream, int64_t row) {
-  const float* from = stream.copy_from + row * stream.ldb;
-  float* to = stream.copy_to + row * column_block;
+// A stream's work after a micro-tile that did not interleave it with its steps (a ragged micro-panel, or K < 16):
+// the copy of the kc x columns B it read, then the prefetches.
+CONVGEMM_AVX512 void finish_stream(const PanelStream& stream, int64_t kc, const float* b, int64_t ldb,
+                                   int64_t columns) {
+  for (int64_t l = 0; stream.copy_to != nullptr && l < kc; ++l) {
 #pragma GCC unroll 3
-  for (int j = 0; j < 3; ++j) {
-    const __mmask16 mask = first_lanes(stream.copy_columns - 16 * j);
-    _mm512_mask_storeu_ps(to + 16 * j, mask, _mm512_maskz_loadu_ps(mask, from + 16 * j));
+    for (int j = 0; j < 3; ++j) {
+      const __mmask16 mask = first_lanes(columns - 16 * j);
+      _mm512_mask_storeu_ps(stream.copy_to + l * column_block + 16 * j, mask,
+                            _mm512_maskz_loadu_ps(mask, b + l * ldb + 16 * j));
+    }
   }
+  for (int64_t row = 0; row < stream.prefetch_rows; ++row) prefetch_panel_row(stream.prefetch_from + row * stream.ldb);
 }
 
-// The whole of a stream's work at once, for the micro-tiles that do not interleave it with their steps.
-CONVGEMM_AVX512 void run_stream(const PanelStream& stream) {
-  for (int64_t row = 0; row < stream.copy_rows; ++row) copy_stream_row(stream, row);
-  for (int64_t row = 0; row < stream.prefetch_rows; ++row) {
-    prefetch_panel_row<_MM_HINT_T1>(stream.prefetch_from + row * stream.ldb);
-  }
-}
-
-// One step of l: C[rows x 16 * vectors] += A[:, l] * B[l, :], a_column and b_row pointing at A[0, l] and B[l, 0].
-// Always inlined, so that acc stays in registers.
-template <int rows, int vectors>
+// One step of l: C[rows x 16 * vectors] += A[:, l] * B[l, :], a_column and b_row pointing at A[0, l] and B[l, 0];
+// `copies`: B's row is also stored at copy_row. Always inlined, so that acc stays in registers.
+template <int rows, int vectors, bool copies = false>
 CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&acc)[rows][vectors],
-                                                                     const __mmask16 (&masks)[vectors],
-                                                                     const float* a_column, int64_t ars,
-                                                                     const float* b_row) {
+                                                                      const __mmask16 (&masks)[vectors],
+                                                                      const float* a_column, int64_t ars,
+                                                                      const float* b_row, float* copy_row = nullptr) {
   __m512 b_vectors[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) b_vectors[j] = _mm512_maskz_loadu_ps(masks[j], b_row + 16 * j);
+  if constexpr (copies) {
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) _mm512_mask_storeu_ps(copy_row + 16 * j, masks[j], b_vectors[j]);
+  }
 #pragma GCC unroll 9
   for (int i = 0; i < rows; ++i) {
     const __m512 a_value = _mm512_set1_ps(a_column[i * ars]);
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_fmadd_ps(a_value, b_vectors[j], acc[i][j]);
   }
+}
+
+// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU, and stores the tile.
+// Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
+template <int rows, int vectors, bool first, bool last>
+CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&acc)[rows][vectors],
+                                                                      const __mmask16 (&masks)[vectors], float* c,
+                                                                      int64_t ldc, const float* bias, bool relu) {
+#pragma GCC unroll 9
+  for (int i = 0; i < rows; ++i) {
+    const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) {
+      finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+    }
+  }
+}
+
+// Where a micro-tile stores its C, and the epilogue of the last K block: one argument, read after the loop.
+struct TileOutput {
+  float* c;
+  int64_t ldc;
+  const float* bias;
+  bool relu;
+};
+
+// A full micro-tile (48 columns, 16 or more steps of l, so at least two groups of prefetch_every) of a streamed B, A's
+// columns contiguous (forward's W), its stream's work spread over the steps (see multiply_streamed_panels): after
+// every prefetch_every steps it asks for the next rows of its share of the next micro-panel (the share over the
+// groups, rounded up: a prefetch past the share, of rows another row block asks for or of none, costs nothing).
+// `copies`: the first row block, which reads B in place (leading dimension ldb) and stores each row it loads into the
+// panel buffer; the others read that buffer, whose leading dimension is then a constant. A function of its own with
+// few values live around its loop: as a branch of micro_tile_body, and with B's leading dimension a run-time value,
+// GCC kept B's eight row pointers of a group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness:
+// 160-184 against 191-200 GFLOP/s).
+template <int rows, bool first, bool last, bool copies>
+CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const float* b, int64_t ldb,
+                                 const TileOutput& out, const PanelStream& stream) {
+  constexpr int vectors = column_block / 16;
+  const __mmask16 masks[vectors] = {0xFFFF, 0xFFFF, 0xFFFF};
+  __m512 acc[rows][vectors];
+#pragma GCC unroll 9
+  for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
+  float* const copy_to = stream.copy_to;
+  const int64_t b_ld = copies ? ldb : column_block;  // B in place, or the panel buffer
+  const int64_t per_group = (stream.prefetch_rows + kc / prefetch_every - 1) / (kc / prefetch_every);
+  const int64_t group_ld = per_group * stream.ldb;
+  int64_t l0 = 0;
+  for (; l0 + prefetch_every <= kc; l0 += prefetch_every) {
+#pragma GCC unroll 8
+    for (int64_t l = l0; l < l0 + prefetch_every; ++l) {
+      micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
+                                        copies ? copy_to + l * column_block : nullptr);
+    }
+    for (int64_t row = 0; row < per_group; ++row) {
+      prefetch_panel_row(stream.prefetch_from + l0 / prefetch_every * group_ld + row * stream.ldb);
+    }
+  }
+  for (int64_t l = l0; l < kc; ++l) {
+    micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
+                                      copies ? copy_to + l * column_block : nullptr);
+  }
+  store_tile<rows, vectors, first, last>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
 
 // Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
@@ -147,10 +207,10 @@ struct TileRun {
 // `runs`: tiles.count tiles rather than one. A template parameter, so that a single tile compiles as straight-line
 // code: through the loop, which keeps its pointers live across the tile, a tile ran slower (lenet1's forward, one
 // tile per call: 0.83x; weight gradients of r50_3x3c / r50_3x3d 0.92x / 0.94x).
-template <int rows, int vectors, bool full, bool first, bool last, bool streams, bool runs>
+template <int rows, int vectors, bool full, bool first, bool last, bool runs>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                      float* c, int64_t ldc, int64_t columns, const float* bias, bool relu,
-                                     const PanelStream* stream, const TileRun& tiles) {
+                                     const TileRun& tiles) {
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
@@ -160,51 +220,22 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
     for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 3
       for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
-    if constexpr (streams) {
-      // One row of the stream's copy and one of its prefetch every `every` steps, spread over the tile: its loads
-      // then overlap the FMAs instead of waiting in a copying phase. (Rows beyond kc / every, which only a stream
-      // longer than the tile has, follow the last step.)
-      const int64_t stream_rows = std::max(stream->copy_rows, stream->prefetch_rows);
-      const int64_t every = std::max<int64_t>(1, kc / std::max<int64_t>(stream_rows, 1));
-      for (int64_t row = 0; row < std::min(l1_rows_ahead, stream->copy_rows); ++row) {
-        prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + row * stream->ldb);
-      }
-      for (int64_t l = 0, row = 0; l < kc || row < stream_rows; ++row) {
-        for (const int64_t end = std::min(kc, l + every); l < end; ++l) {
-          micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-        }
-        if (row + l1_rows_ahead < stream->copy_rows) {
-          prefetch_panel_row<_MM_HINT_T0>(stream->copy_from + (row + l1_rows_ahead) * stream->ldb);
-        }
-        if (row < stream->copy_rows) copy_stream_row(*stream, row);
-        if (row < stream->prefetch_rows) prefetch_panel_row<_MM_HINT_T1>(stream->prefetch_from + row * stream->ldb);
-      }
-    } else {
-      for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-    }
-    // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
-#pragma GCC unroll 9
-    for (int i = 0; i < rows; ++i) {
-      const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
-#pragma GCC unroll 3
-      for (int j = 0; j < vectors; ++j) {
-        finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
-      }
-    }
+    for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
+    store_tile<rows, vectors, first, last>(acc, masks, c, ldc, bias, relu);
   }
 }
 
 // The body for these tiles' columns, first and last. bias: the first tile's first row's, or null.
-// stream: the work of a micro-panel stream (or null), interleaved with the steps of l in 48-column tiles, done after
-// the others; only with a run of one tile.
+// stream: the work of a micro-panel stream (or null), interleaved with the steps of l by stream_tile where it takes
+// the tile, done after the steps otherwise; only with a run of one tile.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
                                 bool relu, const PanelStream* stream, const TileRun& tiles) {
-  const auto run_tiles = [&]<bool full, bool streams, bool runs>() {
+  const auto run_tiles = [&]<bool full, bool runs>() {
     const auto body = [&]<bool first_block, bool last_block>() {
-      micro_tile_body<rows, vectors, full, first_block, last_block, streams, runs>(kc, a, ars, acs, b, ldb, c, ldc,
-                                                                                   columns, bias, relu, stream, tiles);
+      micro_tile_body<rows, vectors, full, first_block, last_block, runs>(kc, a, ars, acs, b, ldb, c, ldc, columns,
+                                                                          bias, relu, tiles);
     };
     if (first) {
       if (last) body.template operator()<true, true>();
@@ -214,22 +245,36 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       else body.template operator()<false, false>();
     }
   };
-  const auto run = [&]<bool full, bool streams>() {
-    if (!streams && tiles.count > 1) return run_tiles.template operator()<full, false, true>();
-    run_tiles.template operator()<full, streams, false>();
+  const auto run = [&]<bool full>() {
+    if (tiles.count > 1) return run_tiles.template operator()<full, true>();
+    run_tiles.template operator()<full, false>();
   };
   // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 25-30 % slower through the full one
   // (twice, whichever epilogue; not in a harness that does not write B just before, so store forwarding from
   // im2col's masked stores is the suspect). K = 32 and more gain.
   if (columns == 16 * vectors && kc >= 16) {
     if constexpr (vectors == column_block / 16) {
-      if (stream != nullptr) return run.template operator()<true, true>();
+      // (A transposed, whose columns are not contiguous, streams after its steps.)
+      if (stream != nullptr && acs == 1) {
+        const TileOutput out{c, ldc, bias, relu};
+        const auto streamed = [&]<bool copies>() {
+          if (first) {
+            if (last) stream_tile<rows, true, true, copies>(kc, a, ars, b, ldb, out, *stream);
+            else stream_tile<rows, true, false, copies>(kc, a, ars, b, ldb, out, *stream);
+          } else {
+            if (last) stream_tile<rows, false, true, copies>(kc, a, ars, b, ldb, out, *stream);
+            else stream_tile<rows, false, false, copies>(kc, a, ars, b, ldb, out, *stream);
+          }
+        };
+        if (stream->copy_to != nullptr) return streamed.template operator()<true>();
+        return streamed.template operator()<false>();
+      }
     }
-    run.template operator()<true, false>();
+    run.template operator()<true>();
   } else {
-    run.template operator()<false, false>();
+    run.template operator()<false>();
   }
-  if (stream != nullptr) run_stream(*stream);
+  if (stream != nullptr) finish_stream(*stream, kc, b, ldb, columns);
 }
 
 // Splits `extent` into the fewest blocks of at most `most`, as equal as possible: blocks(17, 8) gives 6 + 6 + 5
@@ -297,56 +342,46 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 }
 
 // A B inside a wider matrix under at most panel_order_max_rows rows of A (a 1x1 convolution's image under its
-// filters): one micro-panel at a time, K blocks outermost. Each micro-panel, once in its buffer (L1), is used by every
-// row block, and those row blocks meanwhile copy the next micro-panel into the other buffer, a share of its rows
-// each, one row every few steps of l, and ask for the rows of the micro-panel after that to be brought into L2 the
-// same way. B then streams from memory while the FMAs run, and the copy reads cache: r50_1x1a forward +17 % (medians
-// of 6 alternating pairs) against copying each micro-panel in a phase of its own while asking for the next one's
-// rows in L1 in bursts (which the current panel, A and C had mostly evicted again by the time of the copy: a fifth
-// of the time went to the copy and the prefetches), +5 % more with the L1 prefetch of the rows to copy. The last
-// panels ask for the caller's next GEMM's first ones (next_b), whose first panel is otherwise copied cold.
-void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs,
-                              const float* b, int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue,
-                              float* panels, const Blocks& row_blocks, const float* next_b) {
+// filters): one micro-panel at a time, K blocks outermost. The first row block reads the micro-panel in place and
+// stores each row it loads into the panel buffer, which the other row blocks then read (from L1 and L2, with the
+// buffer's one stride rather than the image's, whose rows are thousands of bytes apart); meanwhile every row block
+// asks for its share of the next micro-panel's rows, one every prefetch_every steps, so that B streams from memory
+// while the FMAs run and the in-place reads find it in cache. The last micro-panel asks for the first of the caller's
+// next GEMM (next_b). r50_1x1a's forward GEMM alone, one thread: 166 -> 200 GFLOP/s against copying the next
+// micro-panel in a share of rows per row block, with separate loads, its rows asked into L2 three micro-panels ahead
+// and into L1 three rows ahead of the copy (/tmp harnesses; 200-217 with the micro-panel already packed in L2).
+void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panel_buffer,
+                              const Blocks& row_blocks, const float* next_b) {
   const int64_t panels_per_block = (n + column_block - 1) / column_block;
   const int64_t panel_count = (k + stream_depth_block - 1) / stream_depth_block * panels_per_block;
   struct Panel {
+    const float* b = nullptr;  // its first row and column in B
     int64_t l0 = 0, kc = 0, j0 = 0, columns = 0;
   };
   const auto panel = [&](int64_t index) {
-    if (index >= panel_count) return Panel{};
+    if (index >= panel_count) {  // the first of the next GEMM's, or none
+      return next_b == nullptr ? Panel{} : Panel{next_b, 0, std::min(stream_depth_block, k), 0, column_block};
+    }
     const int64_t l0 = index / panels_per_block * stream_depth_block, j0 = index % panels_per_block * column_block;
-    return Panel{l0, std::min(stream_depth_block, k - l0), j0, std::min(column_block, n - j0)};
+    return Panel{b + l0 * ldb + j0, l0, std::min(stream_depth_block, k - l0), j0, std::min(column_block, n - j0)};
   };
-  float* const buffers[2] = {panels, panels + std::min(k, stream_depth_block) * column_block};
-  const Panel first_panel = panel(0);
-  pack_panels(first_panel.kc, first_panel.columns, b + first_panel.l0 * ldb + first_panel.j0, ldb, buffers[0]);
   for (int64_t index = 0; index < panel_count; ++index) {
     const Panel current = panel(index), next = panel(index + 1);
-    // Past this GEMM's last panels, the caller's next GEMM's first ones (taken as 48 columns each).
-    const int64_t ahead = index + l2_panels_ahead;
-    const bool prefetches_next_b = ahead >= panel_count && next_b != nullptr;
-    const Panel later = prefetches_next_b ? Panel{0, std::min(stream_depth_block, k),
-                                                  (ahead - panel_count) * column_block, column_block}
-                                          : panel(ahead);
-    const float* later_b = prefetches_next_b ? next_b : b;
     const bool first = current.l0 == 0 && !epilogue.accumulate, last = current.l0 + current.kc == k;
     for (int64_t i = 0; i < row_blocks.count; ++i) {
-      // Row block i's shares: rows [i * rows / count, (i + 1) * rows / count) of each panel.
-      const int64_t copy_begin = i * next.kc / row_blocks.count, copy_end = (i + 1) * next.kc / row_blocks.count;
-      const int64_t prefetch_begin = i * later.kc / row_blocks.count;
-      const int64_t prefetch_end = (i + 1) * later.kc / row_blocks.count;
-      const PanelStream stream{.copy_from = b + (next.l0 + copy_begin) * ldb + next.j0,
-                               .copy_to = buffers[(index + 1) % 2] + copy_begin * column_block,
-                               .copy_rows = copy_end - copy_begin,
-                               .copy_columns = next.columns,
-                               .prefetch_from = later_b + (later.l0 + prefetch_begin) * ldb + later.j0,
+      // Row block i's share of the next micro-panel's rows: [i * kc / count, (i + 1) * kc / count).
+      const int64_t prefetch_begin = i * next.kc / row_blocks.count;
+      const int64_t prefetch_end = (i + 1) * next.kc / row_blocks.count;
+      const bool in_place = i == 0;  // and copies the micro-panel for the others
+      const PanelStream stream{.copy_to = in_place ? panel_buffer : nullptr,
+                               .prefetch_from = next.b == nullptr ? nullptr : next.b + prefetch_begin * ldb,
                                .prefetch_rows = prefetch_end - prefetch_begin,
                                .ldb = ldb};
       const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
       micro_tiles[rows][(current.columns + 15) / 16](
-          current.kc, a + i0 * ars + current.l0 * acs, ars, acs, buffers[index % 2], column_block,
-          c + i0 * ldc + current.j0, ldc, current.columns, first, last,
+          current.kc, a + i0 * ars + current.l0 * acs, ars, acs, in_place ? current.b : panel_buffer,
+          in_place ? ldb : column_block, c + i0 * ldc + current.j0, ldc, current.columns, first, last,
           epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, &stream, TileRun{});
     }
   }
@@ -381,12 +416,13 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
     const int64_t kc = std::min(depth_block, k - l0);
     const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
     // Micro-tiles from row block i and column j0 on, `run` of them in one call.
-    const auto tiles = [&](int64_t i, int64_t j0, const float* b_tile, int64_t b_ld, const TileRun& run) {
+    const auto tiles = [&](int64_t i, int64_t j0, const float* b_tile, int64_t b_ld, const TileRun& run,
+                           const PanelStream* stream = nullptr) {
       const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
       const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](
           kc, a + i0 * ars + l0 * acs, ars, acs, b_tile, b_ld, c + i0 * ldc + j0, ldc, columns, first, last,
-          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, nullptr, run);
+          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, stream, run);
     };
     // Row block i across all of B: its full micro-panels (each panel_step further on) in one call, then the ragged
     // edge.
@@ -406,10 +442,21 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       for (int64_t i = 0; i < row_blocks.count; ++i) row_of_tiles(i, b + l0 * ldb, ldb, column_block);
       continue;
     }
+    // With a next_b, B streams from memory (a 1x1 convolution's whole-sample dY): every row block asks for its share
+    // of the next micro-panel's rows, which the first row block will read there (r50_1x1a's backward-data +6 %,
+    // medians of 7 alternating runs).
     for (int64_t r0 = 0; r0 < row_blocks.count; r0 += a_row_blocks) {
+      const int64_t r_end = std::min(row_blocks.count, r0 + a_row_blocks);
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
-        for (int64_t i = r0; i < std::min(row_blocks.count, r0 + a_row_blocks); ++i) {
-          tiles(i, j0, b + l0 * ldb + j0, ldb, {});
+        const float* next_panel = j0 + column_block < n ? b + l0 * ldb + j0 + column_block
+                                  : l0 + kc < k         ? b + (l0 + kc) * ldb
+                                                        : next_b;
+        for (int64_t i = r0; i < r_end; ++i) {
+          const int64_t begin = (i - r0) * kc / (r_end - r0), end = (i - r0 + 1) * kc / (r_end - r0);
+          const PanelStream stream{.prefetch_from = next_panel == nullptr ? nullptr : next_panel + begin * ldb,
+                                   .prefetch_rows = next_panel == nullptr ? 0 : end - begin,
+                                   .ldb = ldb};
+          tiles(i, j0, b + l0 * ldb + j0, ldb, {}, next_b != nullptr ? &stream : nullptr);
         }
       }
     }
@@ -675,7 +722,7 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  if (packs_panel_at_a_time(m)) return std::min(k, stream_depth_block) * 2 * panel;  // see multiply_streamed_panels
+  if (packs_panel_at_a_time(m)) return std::min(k, stream_depth_block) * panel;  // see multiply_streamed_panels
   return std::min(k, k_block) * (n + panel - 1) / panel * panel;
 #else
   return 0;

@@ -707,11 +707,13 @@ struct Conv2dPlan::Impl {
       if (writes_directly) {
         // A 1x1 convolution's dx = W^T * dY for the whole sample in one GEMM, whatever its tiles: dY is then read in
         // place as a compact B, no panels copied, and C is dx itself: r50_1x1a's backward-data +7 % against the
-        // sample's tiles of 480 pixels (2 threads, medians of 7 alternating runs).
+        // sample's tiles of 480 pixels (2 threads, medians of 7 alternating runs). The next sample's dY, which this
+        // thread most likely multiplies next, is where the GEMM's prefetches go on at its end.
         const int64_t n = tiling.tile(first_tile).n_begin;
         kernels::conv_gemm(Transpose::yes, rows, output_pixels, group_out_channels, weights_block, col_rows,
-                           output_grad + output_offset(n, g, 0), output_pixels, input_channels(input_grad, n, g, c_begin),
-                           input_pixels);
+                           output_grad + output_offset(n, g, 0), output_pixels,
+                           input_channels(input_grad, n, g, c_begin), input_pixels, {}, nullptr,
+                           n + 1 < params.batch ? output_grad + output_offset(n + 1, g, 0) : nullptr);
         continue;
       }
       for (int64_t t = 0; t < tiling.tiles_per_sample; ++t) {
