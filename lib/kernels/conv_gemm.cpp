@@ -227,6 +227,19 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   }
 }
 
+// Calls body.template operator()<first, last>() with the run-time first and last as template arguments (see
+// micro_tile_body and stream_tile, whose epilogues they select).
+template <class Body>
+inline void with_first_last(bool first, bool last, const Body& body) {
+  if (first) {
+    if (last) body.template operator()<true, true>();
+    else body.template operator()<true, false>();
+  } else {
+    if (last) body.template operator()<false, true>();
+    else body.template operator()<false, false>();
+  }
+}
+
 // The body for these tiles' columns, first and last. bias: the first tile's first row's, or null.
 // stream: the work of a micro-panel stream (or null), interleaved with the steps of l by stream_tile where it takes
 // the tile, done after the steps otherwise; only with a run of one tile.
@@ -235,17 +248,10 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
                                 bool relu, const PanelStream* stream, const TileRun& tiles) {
   const auto run_tiles = [&]<bool full, bool runs>() {
-    const auto body = [&]<bool first_block, bool last_block>() {
+    with_first_last(first, last, [&]<bool first_block, bool last_block>() {
       micro_tile_body<rows, vectors, full, first_block, last_block, runs>(kc, a, ars, acs, b, ldb, c, ldc, columns,
                                                                           bias, relu, tiles);
-    };
-    if (first) {
-      if (last) body.template operator()<true, true>();
-      else body.template operator()<true, false>();
-    } else {
-      if (last) body.template operator()<false, true>();
-      else body.template operator()<false, false>();
-    }
+    });
   };
   const auto run = [&]<bool full>() {
     if (tiles.count > 1) return run_tiles.template operator()<full, true>();
@@ -260,13 +266,9 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       if (stream != nullptr && acs == 1) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies>() {
-          if (first) {
-            if (last) stream_tile<rows, true, true, copies>(kc, a, ars, b, ldb, out, *stream);
-            else stream_tile<rows, true, false, copies>(kc, a, ars, b, ldb, out, *stream);
-          } else {
-            if (last) stream_tile<rows, false, true, copies>(kc, a, ars, b, ldb, out, *stream);
-            else stream_tile<rows, false, false, copies>(kc, a, ars, b, ldb, out, *stream);
-          }
+          with_first_last(first, last, [&]<bool first_block, bool last_block>() {
+            stream_tile<rows, first_block, last_block, copies>(kc, a, ars, b, ldb, out, *stream);
+          });
         };
         if (stream->copy_to != nullptr) return streamed.template operator()<true>();
         return streamed.template operator()<false>();
