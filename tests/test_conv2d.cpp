@@ -311,6 +311,27 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
   CHECK(streamed == 44);
 }
 
+TEST_CASE("conv2d: a 1x1 forward over whole samples reads each image in place while it prefetches the next one",
+          "[conv2d]") {
+  // One tile per sample, too large for L1 (40 x 480 floats and more), several samples per thread: each GEMM reads
+  // its image in place, row blocks outermost, and asks for the next sample's image as it goes (its next_b). Its
+  // micro-tiles must read B with the image's leading dimension, not the panel buffer's 48 (session 14's stream_tile
+  // did: wrong outputs, caught here).
+  const std::vector<Conv2dParams> problems = {
+      {.batch = 3, .in_channels = 40, .in_height = 20, .in_width = 24, .out_channels = 24, .has_bias = true},
+      {.batch = 4, .in_channels = 64, .in_height = 14, .in_width = 14, .out_channels = 19},
+      // a ResNet bottleneck's 1x1 at 14 x 14: 1024 channels in one pass
+      {.batch = 2, .in_channels = 1024, .in_height = 14, .in_width = 14, .out_channels = 64, .has_bias = true},
+  };
+  for (size_t i = 0; i < problems.size(); ++i) {
+    for (const int threads : {1, 2}) {
+      const Conv2dPlan plan(problems[i], {.threads = threads, .parallelism = Parallelism::across_batch});
+      REQUIRE_FALSE(plan.uses_im2col());
+      Conv2dTester(problems[i], 700 + i).check(plan);
+    }
+  }
+}
+
 TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output reads, over many tiles per sample",
           "[conv2d]") {
   // Kernel rows at vertical stride 2 read only the odd input rows; 3 rows of padding on top make the first output

@@ -158,12 +158,13 @@ struct TileOutput {
 // columns contiguous (forward's W), its stream's work spread over the steps (see multiply_streamed_panels): after
 // every prefetch_every steps it asks for the next rows of its share of the next micro-panel (the share over the
 // groups, rounded up: a prefetch past the share, of rows another row block asks for or of none, costs nothing).
-// `copies`: the first row block, which reads B in place (leading dimension ldb) and stores each row it loads into the
-// panel buffer; the others read that buffer, whose leading dimension is then a constant. A function of its own with
-// few values live around its loop: as a branch of micro_tile_body, and with B's leading dimension a run-time value,
-// GCC kept B's eight row pointers of a group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness:
-// 160-184 against 191-200 GFLOP/s).
-template <int rows, bool first, bool last, bool copies>
+// `in_place`: B is read where it is (leading dimension ldb): by the first row block of a B inside a wider matrix, which
+// `copies` each row it loads into the panel buffer, and by every row block of a compact B (a 1x1 convolution's
+// whole-sample image) whose stream only prefetches; the other row blocks of a B inside a wider matrix read the panel
+// buffer, whose leading dimension is then a constant. A function of its own with few values live around its loop: as
+// a branch of micro_tile_body, and with B's leading dimension a run-time value, GCC kept B's eight row pointers of a
+// group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness: 160-184 against 191-200 GFLOP/s).
+template <int rows, bool first, bool last, bool copies, bool in_place>
 CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const float* b, int64_t ldb,
                                  const TileOutput& out, const PanelStream& stream) {
   constexpr int vectors = column_block / 16;
@@ -174,7 +175,8 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
   float* const copy_to = stream.copy_to;
-  const int64_t b_ld = copies ? ldb : column_block;  // B in place, or the panel buffer
+  static_assert(in_place || !copies);
+  const int64_t b_ld = in_place ? ldb : column_block;  // B in place, or the panel buffer
   const int64_t per_group = (stream.prefetch_rows + kc / prefetch_every - 1) / (kc / prefetch_every);
   const int64_t group_ld = per_group * stream.ldb;
   int64_t l0 = 0;
@@ -265,13 +267,15 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       // (A transposed, whose columns are not contiguous, streams after its steps.)
       if (stream != nullptr && acs == 1) {
         const TileOutput out{c, ldc, bias, relu};
-        const auto streamed = [&]<bool copies>() {
+        const auto streamed = [&]<bool copies, bool in_place>() {
           with_first_last(first, last, [&]<bool first_block, bool last_block>() {
-            stream_tile<rows, first_block, last_block, copies>(kc, a, ars, b, ldb, out, *stream);
+            stream_tile<rows, first_block, last_block, copies, in_place>(kc, a, ars, b, ldb, out, *stream);
           });
         };
-        if (stream->copy_to != nullptr) return streamed.template operator()<true>();
-        return streamed.template operator()<false>();
+        if (stream->copy_to != nullptr) return streamed.template operator()<true, true>();
+        // (The panel buffer's leading dimension is column_block; a compact B of 48 columns is the same either way.)
+        if (ldb != column_block) return streamed.template operator()<false, true>();
+        return streamed.template operator()<false, false>();
       }
     }
     run.template operator()<true>();
