@@ -2,7 +2,9 @@
 // the 1x1 fast path, caller-supplied workspaces, and concurrent calls on one plan from several host threads.
 #include "conv2d_tester.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <thread>
 
@@ -536,4 +538,106 @@ TEST_CASE("conv2d: every thread count, parallelism policy and workspace cap comp
     }
   }
   CHECK(capped >= 20);  // most caps are feasible: the tiles really do shrink
+}
+
+TEST_CASE("conv2d: non-temporal output stores write the same y as ordinary ones, on any alignment", "[conv2d]") {
+  // Forward's GEMMs store y around the cache where a tile writes whole vectors on 64-byte boundaries in one pass, and
+  // ordinarily elsewhere: each case below mixes both (ragged last micro-panels, tiles that start mid-vector, outputs
+  // that start off a boundary), and must match the cached plan bit for bit (the same sums), every element written
+  // (the outputs start as NaN).
+  const std::vector<Conv2dParams> problems = {
+      // 1x1: the streamed micro-panels (tiles within samples) and whole samples read in place
+      {.batch = 2, .in_channels = 40, .in_height = 20, .in_width = 24, .out_channels = 24, .has_bias = true},
+      // 3x3 over one K block (compact column tiles), 96-pixel rows
+      {.batch = 3,
+       .in_channels = 5,
+       .in_height = 17,
+       .in_width = 96,
+       .out_channels = 19,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+      // deeper than one K block (forward accumulates over lowering blocks: the last pass stores ordinarily)
+      {.batch = 2,
+       .in_channels = 260,
+       .in_height = 9,
+       .in_width = 16,
+       .out_channels = 9,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1)},
+      // small images, several samples per tile (y through the gather buffer)
+      {.batch = 6,
+       .in_channels = 3,
+       .in_height = 8,
+       .in_width = 8,
+       .out_channels = 16,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .has_bias = true},
+  };
+  // A buffer of `count` floats whose first element sits `skew` floats past a 64-byte boundary, prefilled with NaN.
+  struct Placed {
+    std::vector<float> storage;
+    float* data;
+    Placed(int64_t count, int64_t skew) : storage(static_cast<size_t>(count + 32), std::nanf("")) {
+      const auto address = reinterpret_cast<uintptr_t>(storage.data());
+      data = storage.data() + (64 - address % 64) % 64 / sizeof(float) + skew;
+    }
+    std::vector<float> values(int64_t count) const { return {data, data + count}; }
+  };
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Conv2dParams& params = problems[i];
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    std::mt19937_64 rng(900 + i);
+    const std::vector<float> x = testing::random_floats(element_count(shapes.input), rng);
+    const std::vector<float> w = testing::random_floats(element_count(shapes.weights), rng);
+    const std::vector<float> b = testing::random_floats(shapes.bias, rng);
+    for (const Parallelism parallelism : {Parallelism::across_batch, Parallelism::within_sample}) {
+      const Conv2dPlan cached(params,
+                              {.threads = 2, .parallelism = parallelism, .output_stores = OutputStores::cached});
+      const Conv2dPlan streaming(
+          params, {.threads = 2, .parallelism = parallelism, .output_stores = OutputStores::non_temporal});
+      INFO(describe(params) << " | " << streaming.describe());
+      CHECK(streaming.describe().find("non-temporal") != std::string::npos);
+      CHECK(cached.describe().find("non-temporal") == std::string::npos);
+      for (const int64_t skew : {0, 1, 4}) {
+        INFO("output " << skew << " floats past a 64-byte boundary");
+        for (const PostOp post_op : {PostOp::none, PostOp::relu}) {
+          Placed expected(element_count(shapes.output), skew), actual(element_count(shapes.output), skew);
+          cached.forward(testing::in(x, shapes.input), testing::in(w, shapes.weights), b,
+                         {expected.data, shapes.output}, post_op);
+          streaming.forward(testing::in(x, shapes.input), testing::in(w, shapes.weights), b,
+                            {actual.data, shapes.output}, post_op);
+          const std::vector<float> y = expected.values(element_count(shapes.output));
+          REQUIRE(std::none_of(y.begin(), y.end(), [](float v) { return std::isnan(v); }));
+          REQUIRE(testing::bitwise_equal(actual.values(element_count(shapes.output)), y));
+        }
+      }
+      // And against the direct oracle, on the tester's own buffers.
+      Conv2dTester(params, 950 + i).check(streaming);
+    }
+  }
+}
+
+TEST_CASE("conv2d: automatic output stores go around the cache only past 32 MiB of input and output", "[conv2d]") {
+  const auto streams = [](const Conv2dParams& params) {
+    return Conv2dPlan(params).describe().find("non-temporal") != std::string::npos;
+  };
+  // r50_1x1a: 51 MiB of input and 13 MiB of output; lenet1: 0.2 and 6.4 MiB.
+  CHECK(streams({.batch = 16, .in_channels = 256, .in_height = 56, .in_width = 56, .out_channels = 64}));
+  CHECK_FALSE(streams({.batch = 64,
+                       .in_channels = 1,
+                       .in_height = 28,
+                       .in_width = 28,
+                       .out_channels = 32,
+                       .kernel_height = 3,
+                       .kernel_width = 3,
+                       .padding = Padding2d::symmetric(1, 1)}));
+  // Exactly 32 MiB does not stream, one more sample does: 4 MiB of input and 4 MiB of output per sample.
+  Conv2dParams four_samples{.batch = 4, .in_channels = 256, .in_height = 64, .in_width = 64, .out_channels = 256};
+  CHECK_FALSE(streams(four_samples));
+  four_samples.batch = 5;
+  CHECK(streams(four_samples));
 }

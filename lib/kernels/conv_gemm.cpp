@@ -47,15 +47,17 @@ constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gem
 constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
-// mask. The ReLU keeps v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
-template <bool first, bool last>
+// mask, or (non_temporal) all 16 with a store that bypasses the cache, c then on a 64-byte boundary. The ReLU keeps
+// v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
+template <bool first, bool last, bool non_temporal>
 CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, __m512 bias, bool relu) {
   if constexpr (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
   if constexpr (last) {
     value = _mm512_add_ps(value, bias);
     if (relu) value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_GT_OQ), value);
   }
-  _mm512_mask_storeu_ps(c, mask, value);
+  if constexpr (non_temporal) _mm512_stream_ps(c, value);
+  else _mm512_mask_storeu_ps(c, mask, value);
 }
 
 // C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= max_tile_rows (the template), columns <= 48
@@ -132,7 +134,7 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
 
 // Adds the C already there (unless first), then, on the last K block, the bias and the ReLU, and stores the tile.
 // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
-template <int rows, int vectors, bool first, bool last>
+template <int rows, int vectors, bool first, bool last, bool non_temporal>
 CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&acc)[rows][vectors],
                                                                       const __mmask16 (&masks)[vectors], float* c,
                                                                       int64_t ldc, const float* bias, bool relu) {
@@ -141,7 +143,7 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&a
     const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) {
-      finish_vector<first, last>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+      finish_vector<first, last, non_temporal>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
     }
   }
 }
@@ -164,7 +166,7 @@ struct TileOutput {
 // buffer, whose leading dimension is then a constant. A function of its own with few values live around its loop: as
 // a branch of micro_tile_body, and with B's leading dimension a run-time value, GCC kept B's eight row pointers of a
 // group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness: 160-184 against 191-200 GFLOP/s).
-template <int rows, bool first, bool last, bool copies, bool in_place>
+template <int rows, bool first, bool last, bool non_temporal, bool copies, bool in_place>
 CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const float* b, int64_t ldb,
                                  const TileOutput& out, const PanelStream& stream) {
   constexpr int vectors = column_block / 16;
@@ -194,7 +196,7 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
     micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
                                       copies ? copy_to + l * column_block : nullptr);
   }
-  store_tile<rows, vectors, first, last>(acc, masks, out.c, out.ldc, out.bias, out.relu);
+  store_tile<rows, vectors, first, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
 
 // Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
@@ -211,7 +213,7 @@ struct TileRun {
 // `runs`: tiles.count tiles rather than one. A template parameter, so that a single tile compiles as straight-line
 // code: through the loop, which keeps its pointers live across the tile, a tile ran slower (lenet1's forward, one
 // tile per call: 0.83x; weight gradients of r50_3x3c / r50_3x3d 0.92x / 0.94x).
-template <int rows, int vectors, bool full, bool first, bool last, bool runs>
+template <int rows, int vectors, bool full, bool first, bool last, bool non_temporal, bool runs>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                      float* c, int64_t ldc, int64_t columns, const float* bias, bool relu,
                                      const TileRun& tiles) {
@@ -225,34 +227,43 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
 #pragma GCC unroll 3
       for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-    store_tile<rows, vectors, first, last>(acc, masks, c, ldc, bias, relu);
+    store_tile<rows, vectors, first, last, non_temporal>(acc, masks, c, ldc, bias, relu);
   }
 }
 
-// Calls body.template operator()<first, last>() with the run-time first and last as template arguments (see
-// micro_tile_body and stream_tile, whose epilogues they select).
-template <class Body>
-inline void with_first_last(bool first, bool last, const Body& body) {
+// Calls body.template operator()<first, last, non_temporal>() with the run-time flags as template arguments (see
+// micro_tile_body and stream_tile, whose epilogues they select); non_temporal only with first and last (a tile that
+// writes C in one pass), and only where the tile may_stream (whole micro-panels: no code for the others).
+template <bool may_stream, class Body>
+inline void with_epilogue(bool first, bool last, bool non_temporal, const Body& body) {
   if (first) {
-    if (last) body.template operator()<true, true>();
-    else body.template operator()<true, false>();
+    if (last) {
+      if (may_stream && non_temporal) body.template operator()<true, true, may_stream>();
+      else body.template operator()<true, true, false>();
+    } else {
+      body.template operator()<true, false, false>();
+    }
   } else {
-    if (last) body.template operator()<false, true>();
-    else body.template operator()<false, false>();
+    if (last) body.template operator()<false, true, false>();
+    else body.template operator()<false, false, false>();
   }
 }
 
-// The body for these tiles' columns, first and last. bias: the first tile's first row's, or null.
-// stream: the work of a micro-panel stream (or null), interleaved with the steps of l by stream_tile where it takes
-// the tile, done after the steps otherwise; only with a run of one tile.
+// The body for these tiles' columns, first and last. bias: the first tile's first row's, or null. non_temporal: C may
+// be written around the cache (GemmEpilogue::non_temporal), which these tiles do where they write it in one pass,
+// whole vectors on 64-byte boundaries. stream: the work of a micro-panel stream (or null), interleaved with the steps
+// of l by stream_tile where it takes the tile, done after the steps otherwise; only with a run of one tile.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                 float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
-                                bool relu, const PanelStream* stream, const TileRun& tiles) {
+                                bool relu, bool non_temporal, const PanelStream* stream, const TileRun& tiles) {
+  constexpr bool may_stream = vectors == column_block / 16;
+  const bool streams_c = non_temporal && columns == column_block && reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
+                         ldc % 16 == 0 && tiles.c_step % 16 == 0;
   const auto run_tiles = [&]<bool full, bool runs>() {
-    with_first_last(first, last, [&]<bool first_block, bool last_block>() {
-      micro_tile_body<rows, vectors, full, first_block, last_block, runs>(kc, a, ars, acs, b, ldb, c, ldc, columns,
-                                                                          bias, relu, tiles);
+    with_epilogue<may_stream>(first, last, streams_c, [&]<bool first_block, bool last_block, bool around_cache>() {
+      micro_tile_body<rows, vectors, full, first_block, last_block, around_cache, runs>(kc, a, ars, acs, b, ldb, c, ldc,
+                                                                                        columns, bias, relu, tiles);
     });
   };
   const auto run = [&]<bool full>() {
@@ -268,9 +279,11 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       if (stream != nullptr && acs == 1) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies, bool in_place>() {
-          with_first_last(first, last, [&]<bool first_block, bool last_block>() {
-            stream_tile<rows, first_block, last_block, copies, in_place>(kc, a, ars, b, ldb, out, *stream);
-          });
+          with_epilogue<may_stream>(first, last, streams_c,
+                                    [&]<bool first_block, bool last_block, bool around_cache>() {
+                                      stream_tile<rows, first_block, last_block, around_cache, copies, in_place>(
+                                          kc, a, ars, b, ldb, out, *stream);
+                                    });
         };
         if (stream->copy_to != nullptr) return streamed.template operator()<true, true>();
         // (The panel buffer's leading dimension is column_block; a compact B of 48 columns is the same either way.)
@@ -311,7 +324,7 @@ constexpr auto tile_table(std::integer_sequence<int, row...>) {
 // micro_tiles[rows][vectors]
 struct MicroTiles {
   using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                            bool, bool, const float*, bool, const PanelStream*, const TileRun&);
+                            bool, bool, const float*, bool, bool, const PanelStream*, const TileRun&);
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
@@ -387,10 +400,11 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
                                .prefetch_rows = prefetch_end - prefetch_begin,
                                .ldb = ldb};
       const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
-      micro_tiles[rows][(current.columns + 15) / 16](
-          current.kc, a + i0 * ars + current.l0 * acs, ars, acs, in_place ? current.b : panel_buffer,
-          in_place ? ldb : column_block, c + i0 * ldc + current.j0, ldc, current.columns, first, last,
-          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, &stream, TileRun{});
+      micro_tiles[rows][(current.columns + 15) / 16](current.kc, a + i0 * ars + current.l0 * acs, ars, acs,
+                                                     in_place ? current.b : panel_buffer, in_place ? ldb : column_block,
+                                                     c + i0 * ldc + current.j0, ldc, current.columns, first, last,
+                                                     epilogue.bias == nullptr ? nullptr : epilogue.bias + i0,
+                                                     epilogue.relu, epilogue.non_temporal, &stream, TileRun{});
     }
   }
 }
@@ -430,7 +444,7 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
       const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](
           kc, a + i0 * ars + l0 * acs, ars, acs, b_tile, b_ld, c + i0 * ldc + j0, ldc, columns, first, last,
-          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, stream, run);
+          epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, epilogue.non_temporal, stream, run);
     };
     // Row block i across all of B: its full micro-panels (each panel_step further on) in one call, then the ragged
     // edge.
@@ -717,7 +731,8 @@ void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t
       for (int64_t i = 0; i < row_blocks.count; ++i) {
         const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
         micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * lda + l0, lda, 1, panel, column_block, c + i0 * ldc + j0,
-                                               ldc, columns, first, /*last=*/false, nullptr, false, nullptr, TileRun{});
+                                               ldc, columns, first, /*last=*/false, nullptr, false, false, nullptr,
+                                               TileRun{});
       }
     }
   }
@@ -762,6 +777,9 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
     // a(i, l) = a[i * row_stride + l * column_stride]
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels,
                      next_b);
+    // Non-temporal stores are weakly ordered: fenced here, so that C is in memory before whatever the caller does
+    // next (another thread may read it once this task ends).
+    if (epilogue.non_temporal) _mm_sfence();
     return;
   }
 #endif

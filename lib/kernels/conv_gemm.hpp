@@ -24,6 +24,10 @@ struct GemmEpilogue {
   const float* bias = nullptr;  // one value per row of C, or none
   bool relu = false;            // max(c, 0), 0 for NaN (relu_forward's definition)
   bool accumulate = false;      // C += A * B (the bias and ReLU still apply to the sum)
+  // C is not read again soon (the caller's output, larger than the caches): the AVX-512 kernel writes it around the
+  // cache, with non-temporal stores, where it writes C in one pass (k within one block, no accumulate) and C's rows
+  // and micro-tiles start on 64-byte boundaries; elsewhere, and on OpenBLAS, it is an ordinary store. Same values.
+  bool non_temporal = false;
 };
 
 // The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.

@@ -144,6 +144,16 @@ constexpr int64_t min_small_weight_chunks = 16;
 // (8 x 2.3 MiB): 0.93x, its partials out of cache. The partials are summed in chunk order either way, so dW does
 // not change.
 constexpr size_t max_one_wave_partials_bytes = size_t{8} << 20;
+// OutputStores::automatic writes y around the cache when the call's input and output together take more than this:
+// the last-level cache one core reaches, a Zen 4/5 CCD's L3 (sysconf's figure is no guide in a VM: 508 MiB here, the
+// host's total). Past it, y cannot all be in cache when the next layer reads it anyway, and each line written
+// ordinarily is first read from memory (read for ownership) and evicts a line the call still needs. Non-temporal
+// against ordinary stores, forward, same binary, medians of 5 alternating runs: with the memory bus shared (one
+// thread, the other core copying 256 MiB buffers, as other processes or MPI ranks on a node do) r50_c1 (61 MiB) +11 /
+// +14 %, r50_1x1a (64 MiB) +13 / +12 %, vgg_1_2 (128 MiB) +2 / +1 %, below the threshold lenet1 +5 / +2 %, r50_3x3c
+// 0 %; on a quiet host (2 threads) r50_1x1a +0.5 %, vgg_1_2 +1.4 %, r50_c1 -2 %. Buffers read straight back (the
+// gather and column buffers) keep ordinary stores: backward-data's column buffer streamed 0.82x.
+constexpr size_t non_temporal_min_bytes = size_t{32} << 20;
 
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
@@ -278,6 +288,8 @@ struct Conv2dPlan::Impl {
   int64_t data_blocks;
   // Forward lowers the input channels in this many equal blocks (see forward_tile).
   int64_t lowering_blocks;
+  // Forward's GEMMs store y around the cache (see OutputStores).
+  bool non_temporal_output;
 
   mutable WorkspacePool pool;
 
@@ -353,6 +365,9 @@ struct Conv2dPlan::Impl {
     }
     use_tiling(tiles);
     if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
+    const size_t footprint = float_bytes(element_count(shapes.input) + element_count(shapes.output));
+    non_temporal_output = options.output_stores == OutputStores::non_temporal ||
+                          (options.output_stores == OutputStores::automatic && footprint > non_temporal_min_bytes);
   }
 
   // Tiles of one sample's pixels end on whole output rows where im2col and col2im have whole-row paths, and on
@@ -667,7 +682,8 @@ struct Conv2dPlan::Impl {
       for (int64_t b = 0; b < lowering_blocks; ++b) {
         const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
         const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
-        kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0};
+        // (The gather buffer is read straight back: ordinary stores.)
+        kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && non_temporal_output};
         if (single_sample && c_end == group_in_channels) {
           epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
           epilogue.relu = relu;
@@ -808,7 +824,8 @@ std::string Conv2dPlan::describe() const {
   return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
          " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " + std::to_string(plan.weight_chunks) +
-         " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks";
+         " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks" +
+         (plan.non_temporal_output ? ", non-temporal output stores" : "");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
