@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <thread>
 
 using namespace convgemm;
@@ -281,6 +282,54 @@ TEST_CASE("conv2d: backward-data under a deep dY cuts W^T's rows into blocks, wi
   for (const int threads : {1, 2}) {
     const Conv2dPlan plan(params, {.threads = threads});
     tester.check(plan, threads == 2);
+  }
+}
+
+TEST_CASE("conv2d: backward-data's channel blocks of different heights stay within the workspace", "[conv2d]") {
+  // Two threads split the channels into blocks of W^T taller and shorter than 64 rows (2 and 1 channels of a 7 x 7
+  // filter, 8 and 7 of a 3 x 3), dY 254-256 deep, cut into tiles of one 48-pixel micro-panel: the shorter block
+  // streams dY 256 rows deep, the taller packs 128, and the one panel buffer per thread, sized for the tallest
+  // block, must hold both (it held 12144 floats against 12288 once: the copy ran into the other thread's column
+  // buffer or past the workspace). The caller's workspace is followed by a guard that no call may touch; which thread
+  // takes which block varies from call to call, hence the repetitions.
+  const std::vector<Conv2dParams> problems = {
+      {.batch = 2,
+       .in_channels = 3,
+       .in_height = 8,
+       .in_width = 12,
+       .out_channels = 254,
+       .kernel_height = 7,
+       .kernel_width = 7,
+       .padding = Padding2d::symmetric(3, 3)},
+      {.batch = 1,
+       .in_channels = 15,
+       .in_height = 8,
+       .in_width = 12,
+       .out_channels = 256,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1)},
+  };
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Conv2dParams& params = problems[i];
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    const Conv2dPlan plan(params, {.threads = 2, .parallelism = Parallelism::within_sample});
+    INFO(describe(params) << " | " << plan.describe());
+    Conv2dTester(params, 800 + i).check(plan, /*caller_workspace=*/true);
+    std::mt19937_64 rng(810 + i);
+    const std::vector<float> dy = testing::random_floats(element_count(shapes.output), rng);
+    const std::vector<float> w = testing::random_floats(element_count(shapes.weights), rng);
+    std::vector<float> dx(static_cast<size_t>(element_count(shapes.input)));
+    const size_t bytes = plan.workspace_bytes(Conv2dDirection::backward_data);
+    constexpr size_t guard = 4096;
+    constexpr std::byte pattern{0xA5};
+    std::vector<std::byte> buffer(bytes + guard, pattern);
+    for (int call = 0; call < 40; ++call) {
+      plan.backward_data(testing::in(dy, shapes.output), testing::in(w, shapes.weights), testing::out(dx, shapes.input),
+                         std::span<std::byte>(buffer.data(), bytes));
+      REQUIRE(std::all_of(buffer.begin() + static_cast<std::ptrdiff_t>(bytes), buffer.end(),
+                          [&](std::byte b) { return b == pattern; }));
+    }
   }
 }
 

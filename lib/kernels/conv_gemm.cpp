@@ -745,8 +745,13 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  if (packs_panel_at_a_time(m)) return std::min(k, stream_depth_block) * panel;  // see multiply_streamed_panels
-  return std::min(k, k_block) * (n + panel - 1) / panel * panel;
+  // An A of at most 64 rows streams one micro-panel at a time (see multiply_streamed_panels), a taller one packs a K
+  // block of all of B: for a B of one micro-panel the shorter A needs the larger buffer (256 rows deep against 128),
+  // and a caller that sizes one buffer for blocks of A of several heights (backward-data's channel blocks, 8 and 7
+  // channels of a 3 x 3 filter: 72 and 63 rows) passes the tallest, so the size covers every height up to m.
+  const int64_t streamed = std::min(k, stream_depth_block) * panel;
+  if (packs_panel_at_a_time(m)) return streamed;
+  return std::max(streamed, std::min(k, k_block) * ((n + panel - 1) / panel) * panel);
 #else
   return 0;
 #endif

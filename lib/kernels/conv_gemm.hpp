@@ -48,7 +48,7 @@ inline constexpr int64_t conv_gemm_max_depth = 2048;
 // kernel does not run at all (everything is OpenBLAS then, so no height gains from being split).
 int64_t conv_gemm_max_transposed_rows(int64_t k);
 
-// The floats of the panel buffer conv_gemm needs for an m-row A and a k x n B read from a wider matrix.
+// The floats of the panel buffer conv_gemm needs for an A of up to m rows and a k x n B read from a wider matrix.
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).

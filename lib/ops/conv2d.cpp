@@ -511,7 +511,8 @@ struct Conv2dPlan::Impl {
         tiling.width() < kernels::conv_gemm_column_block) {
       return 0;
     }
-    // A's rows: forward's filters, or backward-data's largest block of channels (more rows never need less).
+    // A's rows: forward's filters, or backward-data's largest block of channels (the size covers every smaller block:
+    // see conv_gemm_panel_floats).
     const int64_t rows = forward ? group_out_channels : largest_channel_block(data_blocks) * geometry.taps();
     return float_bytes(
         kernels::conv_gemm_panel_floats(rows, tiling.width(), forward ? col_rows : group_out_channels));
