@@ -589,13 +589,15 @@ TEST_CASE("conv2d: every thread count, parallelism policy and workspace cap comp
   CHECK(capped >= 20);  // most caps are feasible: the tiles really do shrink
 }
 
-TEST_CASE("conv2d: non-temporal output stores write the same y as ordinary ones, on any alignment", "[conv2d]") {
-  // Forward's GEMMs store y around the cache where a tile writes whole vectors on 64-byte boundaries in one pass, and
-  // ordinarily elsewhere: each case below mixes both (ragged last micro-panels, tiles that start mid-vector, outputs
-  // that start off a boundary), and must match the cached plan bit for bit (the same sums), every element written
-  // (the outputs start as NaN).
+TEST_CASE("conv2d: non-temporal output stores write the same y and dx as ordinary ones, on any alignment",
+          "[conv2d]") {
+  // Forward's GEMMs store y around the cache, and a 1x1 convolution's backward-data GEMM dx, where a tile writes whole
+  // vectors on 64-byte boundaries in one pass, and ordinarily elsewhere: each case below mixes both (ragged last
+  // micro-panels, tiles that start mid-vector, outputs that start off a boundary), and must match the cached plan bit
+  // for bit (the same sums), every element written (the outputs start as NaN).
   const std::vector<Conv2dParams> problems = {
-      // 1x1: the streamed micro-panels (tiles within samples) and whole samples read in place
+      // 1x1: the streamed micro-panels (tiles within samples) and whole samples read in place; backward-data writes
+      // dx from its GEMM (W^T of 40 rows over 10 micro-panels of dY)
       {.batch = 2, .in_channels = 40, .in_height = 20, .in_width = 24, .out_channels = 24, .has_bias = true},
       // 3x3 over one K block (compact column tiles), 96-pixel rows
       {.batch = 3,
@@ -649,7 +651,9 @@ TEST_CASE("conv2d: non-temporal output stores write the same y as ordinary ones,
       const Conv2dPlan streaming(
           params, {.threads = 2, .parallelism = parallelism, .output_stores = OutputStores::non_temporal});
       INFO(describe(params) << " | " << streaming.describe());
-      CHECK(streaming.describe().find("non-temporal") != std::string::npos);
+      // Only the 1x1 convolution's backward-data writes dx from its GEMM (the others through col2im).
+      CHECK(streaming.describe().find("non-temporal stores of y") != std::string::npos);
+      CHECK((streaming.describe().find("and dx") != std::string::npos) == (i == 0));
       CHECK(cached.describe().find("non-temporal") == std::string::npos);
       for (const int64_t skew : {0, 1, 4}) {
         INFO("output " << skew << " floats past a 64-byte boundary");
@@ -663,6 +667,15 @@ TEST_CASE("conv2d: non-temporal output stores write the same y as ordinary ones,
           REQUIRE(std::none_of(y.begin(), y.end(), [](float v) { return std::isnan(v); }));
           REQUIRE(testing::bitwise_equal(actual.values(element_count(shapes.output)), y));
         }
+        const std::vector<float> dy = testing::random_floats(element_count(shapes.output), rng);
+        Placed expected(element_count(shapes.input), skew), actual(element_count(shapes.input), skew);
+        cached.backward_data(testing::in(dy, shapes.output), testing::in(w, shapes.weights),
+                             {expected.data, shapes.input});
+        streaming.backward_data(testing::in(dy, shapes.output), testing::in(w, shapes.weights),
+                                {actual.data, shapes.input});
+        const std::vector<float> dx = expected.values(element_count(shapes.input));
+        REQUIRE(std::none_of(dx.begin(), dx.end(), [](float v) { return std::isnan(v); }));
+        REQUIRE(testing::bitwise_equal(actual.values(element_count(shapes.input)), dx));
       }
       // And against the direct oracle, on the tester's own buffers.
       Conv2dTester(params, 950 + i).check(streaming);

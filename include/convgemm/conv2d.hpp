@@ -95,14 +95,16 @@ enum class Parallelism {
   within_sample,  // samples one after another, each split over all threads (pixel tiles or channel blocks)
 };
 
-// How a forward call writes y. Every choice computes the same values.
+// How a forward call writes y, and a 1x1 convolution's backward-data dx (which its GEMM writes directly; other
+// convolutions add dx up in col2im, always with ordinary stores). Every choice computes the same values.
 enum class OutputStores {
-  // non_temporal where the call's input and output together outgrow the last-level cache (32 MiB assumed, one AMD
-  // Zen 4/5 CCD's L3), so that y could not all be in cache when the next layer reads it anyway; cached otherwise.
-  // Under memory-bus contention (other processes, MPI ranks) r50_1x1a's and r50_c1's forward run 11-14 % faster
+  // Where the call's input and output together outgrow the last-level cache (32 MiB assumed, one AMD Zen 4/5 CCD's
+  // L3), so that they could not all be in cache when the next layer reads them anyway: y non_temporal (r50_1x1a's and
+  // r50_c1's forward +11-14 % under memory-bus contention, +12 % on a quiet Zen 4), and dx too except on AMD Zen 5,
+  // where it measured slower (r50_1x1a's backward-data: 1.35x on Zen 4, 0.95-0.99x on Zen 5). cached otherwise.
   automatic,
-  cached,        // ordinary stores: y is left in cache for whatever reads it next
-  non_temporal,  // stores that bypass the cache (streaming stores), for the vectors of y on 64-byte boundaries
+  cached,        // ordinary stores: the output is left in cache for whatever reads it next
+  non_temporal,  // stores that bypass the cache (streaming stores), for the output's vectors on 64-byte boundaries
 };
 
 struct ExecutionOptions {

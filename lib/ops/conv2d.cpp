@@ -22,6 +22,9 @@
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,6 +157,26 @@ constexpr size_t max_one_wave_partials_bytes = size_t{8} << 20;
 // 0 %; on a quiet host (2 threads) r50_1x1a +0.5 %, vgg_1_2 +1.4 %, r50_c1 -2 %. Buffers read straight back (the
 // gather and column buffers) keep ordinary stores: backward-data's column buffer streamed 0.82x.
 constexpr size_t non_temporal_min_bytes = size_t{32} << 20;
+
+// Whether OutputStores::automatic also streams backward-data's dx past that size, where a 1x1 convolution's GEMM
+// writes it directly (W^T * dY, whole samples, one pass; everything else goes through col2im, which reads dx back).
+// That GEMM writes 256 rows of dx 48 floats at a time, and with ordinary stores each line is first read from memory:
+// r50_1x1a's backward-data (51 MB of dx) ran 154 -> 206 GFLOP/s streamed on AMD Zen 4 (2 threads, medians of 5
+// alternating runs; oneDNN 215 in the same runs). On Zen 5 (family 0x1A) it measured 0.95x, 0.97-0.99x and 0.96x in
+// three sessions, so there dx keeps ordinary stores unless non_temporal is asked for.
+bool streams_input_grad_by_default() {
+#if !defined(__x86_64__) && !defined(__i386__)
+  return true;
+#else
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return true;
+  const bool amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
+  if (!amd || __get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return true;
+  const unsigned base_family = (eax >> 8) & 0xF;
+  const unsigned family = base_family == 0xF ? base_family + ((eax >> 20) & 0xFF) : base_family;
+  return family != 0x1A;
+#endif
+}
 
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
@@ -288,8 +311,9 @@ struct Conv2dPlan::Impl {
   int64_t data_blocks;
   // Forward lowers the input channels in this many equal blocks (see forward_tile).
   int64_t lowering_blocks;
-  // Forward's GEMMs store y around the cache (see OutputStores).
-  bool non_temporal_output;
+  // Forward's GEMMs store y around the cache, and backward-data's GEMMs dx where they write it directly (see
+  // OutputStores and streams_input_grad_by_default).
+  bool streams_output, streams_input_grad;
 
   mutable WorkspacePool pool;
 
@@ -366,8 +390,10 @@ struct Conv2dPlan::Impl {
     use_tiling(tiles);
     if (options.workspace_limit_bytes > 0) fit_workspace(options.workspace_limit_bytes);
     const size_t footprint = float_bytes(element_count(shapes.input) + element_count(shapes.output));
-    non_temporal_output = options.output_stores == OutputStores::non_temporal ||
-                          (options.output_stores == OutputStores::automatic && footprint > non_temporal_min_bytes);
+    const bool large = options.output_stores == OutputStores::automatic && footprint > non_temporal_min_bytes;
+    streams_output = options.output_stores == OutputStores::non_temporal || large;
+    streams_input_grad = writes_input_grad_directly() && (options.output_stores == OutputStores::non_temporal ||
+                                                          (large && streams_input_grad_by_default()));
   }
 
   // Tiles of one sample's pixels end on whole output rows where im2col and col2im have whole-row paths, and on
@@ -684,7 +710,7 @@ struct Conv2dPlan::Impl {
         const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
         const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
         // (The gather buffer is read straight back: ordinary stores.)
-        kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && non_temporal_output};
+        kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && streams_output};
         if (single_sample && c_end == group_in_channels) {
           epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
           epilogue.relu = relu;
@@ -704,6 +730,9 @@ struct Conv2dPlan::Impl {
     }
   }
 
+  // Whether backward-data's GEMM writes dx itself (a 1x1 convolution's W^T * dY over whole samples), not col2im.
+  bool writes_input_grad_directly() const { return path == Path::pointwise_gemm && tiling.samples_per_tile == 1; }
+
   // The last input row that the output pixels before pixel_end read: -1 when they read only the padding above the
   // image, height - 1 at most.
   int64_t last_input_row_before(int64_t pixel_end) const {
@@ -715,7 +744,7 @@ struct Conv2dPlan::Impl {
   void backward_data_item(const float* output_grad, const float* weights, float* input_grad, int64_t sample_group,
                           int64_t c_begin, int64_t c_end, SlotBuffers buffers) const {
     const int64_t first_tile = sample_group * tiling.tiles_per_sample;
-    const bool writes_directly = path == Path::pointwise_gemm && tiling.samples_per_tile == 1;  // W^T*dY is dx
+    const bool writes_directly = writes_input_grad_directly();
     kernels::ImageGeometry block = geometry;
     block.channels = c_end - c_begin;
     const int64_t rows = block.col_rows();
@@ -729,7 +758,8 @@ struct Conv2dPlan::Impl {
         const int64_t n = tiling.tile(first_tile).n_begin;
         kernels::conv_gemm(Transpose::yes, rows, output_pixels, group_out_channels, weights_block, col_rows,
                            output_grad + output_offset(n, g, 0), output_pixels,
-                           input_channels(input_grad, n, g, c_begin), input_pixels, {}, nullptr,
+                           input_channels(input_grad, n, g, c_begin), input_pixels,
+                           {.non_temporal = streams_input_grad}, nullptr,
                            n + 1 < params.batch ? output_grad + output_offset(n + 1, g, 0) : nullptr);
         continue;
       }
@@ -826,7 +856,8 @@ std::string Conv2dPlan::describe() const {
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
          " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " + std::to_string(plan.weight_chunks) +
          " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks" +
-         (plan.non_temporal_output ? ", non-temporal output stores" : "");
+         (plan.streams_output ? plan.streams_input_grad ? ", non-temporal stores of y and dx" : ", non-temporal stores of y"
+                              : "");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
