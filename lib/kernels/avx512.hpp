@@ -6,6 +6,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CONVGEMM_HAVE_AVX512 1
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -28,6 +29,20 @@ inline bool use_avx512_kernels() {
     return cpu_has_avx512f();
   }();
   return chosen;
+}
+
+// Whether this is an AMD Zen 5 (family 0x1A): where a tuning choice measured one way on Zen 5 and the other way on
+// Zen 4 (the two CPUs seen here), the choice asks this. Read once.
+inline bool cpu_is_amd_zen5() {
+  static const bool zen5 = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+    const bool amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
+    if (!amd || __get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+    const unsigned base_family = (eax >> 8) & 0xF;
+    return base_family == 0xF && base_family + ((eax >> 20) & 0xFF) == 0x1A;
+  }();
+  return zen5;
 }
 
 // The first `count` of 16 lanes (none for count <= 0, all for count >= 16): a masked load or store of a row's

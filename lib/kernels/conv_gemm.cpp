@@ -270,13 +270,16 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
     if (tiles.count > 1) return run_tiles.template operator()<full, true>();
     run_tiles.template operator()<full, false>();
   };
-  // Below 16 steps of l the masked body stays: lenet1's forward (K = 9) measured 25-30 % slower through the full one
-  // (twice, whichever epilogue; not in a harness that does not write B just before, so store forwarding from
-  // im2col's masked stores is the suspect). K = 32 and more gain.
-  if (columns == 16 * vectors && kc >= 16) {
+  // Below 16 steps of l the masked body stays on AMD Zen 5: lenet1's forward (K = 9) measured 25-30 % slower there
+  // through the full one (twice, whichever epilogue; not in a harness that does not write B just before, so store
+  // forwarding from im2col's masked stores is the suspect). On Zen 4 the full one is faster: lenet1's forward +12 %
+  // (2 threads, medians of 11 alternating runs; one thread +10 %). K = 32 and more gain on both.
+  static const bool short_tiles_full = !cpu_is_amd_zen5();
+  if (columns == 16 * vectors && (kc >= 16 || short_tiles_full)) {
     if constexpr (vectors == column_block / 16) {
-      // (A transposed, whose columns are not contiguous, streams after its steps.)
-      if (stream != nullptr && acs == 1) {
+      // (A transposed, whose columns are not contiguous, streams after its steps; so does a tile of fewer than two
+      // groups of prefetch_every steps.)
+      if (stream != nullptr && acs == 1 && kc >= 2 * prefetch_every) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies, bool in_place>() {
           with_epilogue<may_stream>(first, last, streams_c,

@@ -9,6 +9,7 @@
 #include <convgemm/conv2d.hpp>
 #include <convgemm/error.hpp>
 
+#include "kernels/avx512.hpp"
 #include "kernels/conv_gemm.hpp"
 #include "kernels/depthwise.hpp"
 #include "kernels/gemm.hpp"
@@ -22,9 +23,6 @@
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -165,16 +163,10 @@ constexpr size_t non_temporal_min_bytes = size_t{32} << 20;
 // alternating runs; oneDNN 215 in the same runs). On Zen 5 (family 0x1A) it measured 0.95x, 0.97-0.99x and 0.96x in
 // three sessions, so there dx keeps ordinary stores unless non_temporal is asked for.
 bool streams_input_grad_by_default() {
-#if !defined(__x86_64__) && !defined(__i386__)
-  return true;
+#ifdef CONVGEMM_HAVE_AVX512
+  return !kernels::cpu_is_amd_zen5();
 #else
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return true;
-  const bool amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
-  if (!amd || __get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return true;
-  const unsigned base_family = (eax >> 8) & 0xF;
-  const unsigned family = base_family == 0xF ? base_family + ((eax >> 20) & 0xFF) : base_family;
-  return family != 0x1A;
+  return true;
 #endif
 }
 
