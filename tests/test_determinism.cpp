@@ -1,6 +1,9 @@
 // dW and db must be bitwise identical whatever the thread count: the plan reduces partial weight gradients over
-// fixed batch chunks in a fixed order, and sums each bias channel sequentially.
+// fixed batch chunks in a fixed order, and sums each bias channel sequentially. So must forward's y on convgemm's
+// AVX-512 kernel, whose every tile sums in one order whatever the tiling.
 #include "conv2d_tester.hpp"
+
+#include <convgemm/runtime.hpp>
 
 #include <oneapi/tbb/task_arena.h>
 
@@ -116,6 +119,89 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
         CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
         CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
       });
+    }
+  }
+}
+
+TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any policy and a workspace cap",
+          "[conv2d][determinism]") {
+  // Every tile of convgemm's AVX-512 kernel starts its sums from the bias in the same order of taps, whether it
+  // holds several small samples (in the gather buffer, copied to y), one sample or part of one; so the tiling, which
+  // the thread count, the policy and a cap choose, does not change y. OpenBLAS (CPUs without AVX-512,
+  // CONVGEMM_KERNELS=portable) promises no such thing: it picks its blocking, and so its order of additions, by the
+  // matrices' sizes (a deep problem below differs in the last bits between tile widths).
+  if (runtime_info().conv_gemm_kernel == "OpenBLAS") {
+    WARN("forward on OpenBLAS: y may differ in the last bits between tilings; not checked");
+    return;
+  }
+  const std::vector<Conv2dParams> problems = {
+      // small images: several samples per tile, or one, or part of one, by thread count and cap
+      {.batch = 23,
+       .in_channels = 8,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 16,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 2,
+       .has_bias = true},
+      // one input channel (9 taps: tiles of fewer than 16 steps of l), lenet1's shape on a smaller batch
+      {.batch = 9,
+       .in_channels = 1,
+       .in_height = 28,
+       .in_width = 28,
+       .out_channels = 32,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+      // 1x1: whole samples read in place, or streamed micro-panels within a sample
+      {.batch = 5, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 6, .has_bias = true},
+      // deeper than the GEMM kernel's K: lowered in channel blocks, the later ones adding to y
+      {.batch = 2,
+       .in_channels = 240,
+       .in_height = 9,
+       .in_width = 10,
+       .out_channels = 9,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+  };
+  for (const Conv2dParams& params : problems) {
+    INFO(convgemm::testing::describe(params));
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    std::mt19937_64 rng(5);
+    const auto input = convgemm::testing::random_floats(element_count(shapes.input), rng);
+    const auto weights = convgemm::testing::random_floats(element_count(shapes.weights), rng);
+    auto bias = convgemm::testing::random_floats(shapes.bias, rng);
+    for (size_t k = 0; k < bias.size(); ++k) bias[k] *= std::ldexp(1.0f, static_cast<int>(k % 9) - 4);
+    for (const PostOp post_op : {PostOp::none, PostOp::relu}) {
+      const auto forward = [&](const ExecutionOptions& options) {
+        const Conv2dPlan plan(params, options);
+        std::vector<float> output(static_cast<size_t>(element_count(shapes.output)));
+        plan.forward({input.data(), shapes.input}, {weights.data(), shapes.weights}, bias,
+                     {output.data(), shapes.output}, post_op);
+        return output;
+      };
+      const std::vector<float> reference = forward({.threads = 1});
+      const size_t cap = Conv2dPlan(params).workspace_bytes() / 3;
+      for (const int threads : {1, 2, 3, 8}) {
+        for (const Parallelism parallelism : {Parallelism::across_batch, Parallelism::within_sample}) {
+          for (const size_t limit : {size_t{0}, cap}) {
+            INFO(threads << " threads, parallelism " << static_cast<int>(parallelism) << ", cap " << limit);
+            std::vector<float> output;
+            try {
+              output = forward({.threads = threads, .parallelism = parallelism, .workspace_limit_bytes = limit});
+            } catch (const Error& error) {
+              REQUIRE(error.parameter() == "workspace_limit_bytes");  // a cap below the narrowest tiling
+              continue;
+            }
+            CHECK(bitwise_equal(output, reference));
+          }
+        }
+      }
     }
   }
 }

@@ -513,7 +513,7 @@ struct Conv2dPlan::Impl {
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles (a 1x1 convolution's
   // backward-data multiplies whole samples, see backward_data_item). Not for tiles narrower than one
-  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
+  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs read B in place.
   // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
   // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
@@ -674,10 +674,12 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op, the column matrix lowered and multiplied in
-  // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The GEMMs after
-  // the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias would cost
-  // a pass over memory).
+  // y[:, tile] = b + W * im2col(x)[:, tile], then the post-op, the column matrix lowered and multiplied in
+  // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The first GEMM
+  // starts its sums from the bias, the ones after add to C, and the last applies the ReLU while C is in registers
+  // (prefilling y with the bias, or adding it after, would cost a pass over memory). A tile of several samples does
+  // the same in the gather buffer and copies the result to y, so that every element of y is the same sum whichever
+  // tiling (thread count) computed it.
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, int64_t tile_index,
                     SlotBuffers buffers, PostOp post_op) const {
     const Tile tile = tiling.tile(tile_index);
@@ -703,10 +705,8 @@ struct Conv2dPlan::Impl {
         const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
         // (The gather buffer is read straight back: ordinary stores.)
         kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && streams_output};
-        if (single_sample && c_end == group_in_channels) {
-          epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
-          epilogue.relu = relu;
-        }
+        if (c_begin == 0 && bias != nullptr) epilogue.bias = bias + g * group_out_channels;
+        epilogue.relu = relu && c_end == group_in_channels;
         kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), (c_end - c_begin) * taps,
                            weights_g + c_begin * taps, col_rows, cols.data, cols.stride, product, product_stride,
                            epilogue, buffers.panels, next_image(g));
@@ -715,8 +715,7 @@ struct Conv2dPlan::Impl {
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * product_stride + (n - tile.n_begin) * output_pixels;
-          const float bias_k = bias == nullptr ? 0.0f : bias[g * group_out_channels + k];
-          kernels::add_bias(from, output_pixels, bias_k, relu, output + output_offset(n, g, k));
+          std::copy(from, from + output_pixels, output + output_offset(n, g, k));
         }
       }
     }
