@@ -26,6 +26,19 @@ Gradients gradients(const Conv2dPlan& plan, const std::vector<float>& input, con
   return result;
 }
 
+// 23 samples of 7x7 pixels in two groups: several samples per tile (or per weight-gradient chunk), or one, or part
+// of one, by thread count and cap.
+const Conv2dParams small_grouped_images{.batch = 23,
+                                        .in_channels = 8,
+                                        .in_height = 7,
+                                        .in_width = 7,
+                                        .out_channels = 16,
+                                        .kernel_height = 3,
+                                        .kernel_width = 3,
+                                        .padding = Padding2d::symmetric(1, 1),
+                                        .groups = 2,
+                                        .has_bias = true};
+
 }  // namespace
 
 TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "[conv2d][determinism]") {
@@ -41,16 +54,7 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
        .padding = Padding2d::symmetric(1, 1),
        .has_bias = true},
       // small images: several samples per chunk
-      {.batch = 23,
-       .in_channels = 8,
-       .in_height = 7,
-       .in_width = 7,
-       .out_channels = 16,
-       .kernel_height = 3,
-       .kernel_width = 3,
-       .padding = Padding2d::symmetric(1, 1),
-       .groups = 2,
-       .has_bias = true},
+      small_grouped_images,
       // 1x1 fast path
       {.batch = 11, .in_channels = 12, .in_height = 9, .in_width = 10, .out_channels = 6, .has_bias = true},
       // one large sample, channel blocks (C/G*R*S >= 1024) and several pixel tiles
@@ -139,16 +143,7 @@ TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any
   }
   const std::vector<Conv2dParams> problems = {
       // small images: several samples per tile, or one, or part of one, by thread count and cap
-      {.batch = 23,
-       .in_channels = 8,
-       .in_height = 7,
-       .in_width = 7,
-       .out_channels = 16,
-       .kernel_height = 3,
-       .kernel_width = 3,
-       .padding = Padding2d::symmetric(1, 1),
-       .groups = 2,
-       .has_bias = true},
+      small_grouped_images,
       // one input channel (9 taps: tiles of fewer than 16 steps of l), lenet1's shape on a smaller batch
       {.batch = 9,
        .in_channels = 1,
