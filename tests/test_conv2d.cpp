@@ -589,8 +589,7 @@ TEST_CASE("conv2d: every thread count, parallelism policy and workspace cap comp
   CHECK(capped >= 20);  // most caps are feasible: the tiles really do shrink
 }
 
-TEST_CASE("conv2d: non-temporal output stores write the same y and dx as ordinary ones, on any alignment",
-          "[conv2d]") {
+TEST_CASE("conv2d: non-temporal output stores write the same y and dx as ordinary ones, on any alignment", "[conv2d]") {
   // Forward's GEMMs store y around the cache, and a 1x1 convolution's backward-data GEMM dx, where a tile writes whole
   // vectors on 64-byte boundaries in one pass, and ordinarily elsewhere: each case below mixes both (ragged last
   // micro-panels, tiles that start mid-vector, outputs that start off a boundary), and must match the cached plan bit

@@ -55,9 +55,9 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 // panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a B is read in
-// place, more slowly). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's
-// image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one for the first
-// of next_b, to be brought into cache while it multiplies. Only a hint.
+// place, more slowly). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1
+// convolution's image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one
+// for the first of next_b, to be brought into cache while it multiplies. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
                const float* next_b = nullptr);

@@ -847,8 +847,9 @@ std::string Conv2dPlan::describe() const {
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
          " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " + std::to_string(plan.weight_chunks) +
          " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks" +
-         (plan.streams_output ? plan.streams_input_grad ? ", non-temporal stores of y and dx" : ", non-temporal stores of y"
-                              : "");
+         (plan.streams_output
+              ? plan.streams_input_grad ? ", non-temporal stores of y and dx" : ", non-temporal stores of y"
+              : "");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
