@@ -129,15 +129,16 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
 
 TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any policy and a workspace cap",
           "[conv2d][determinism]") {
-  // Every tile of convgemm's AVX-512 kernel starts its sums from the bias in the same order of taps, whether it
-  // holds several small samples (in the gather buffer, copied to y), one sample or part of one; so the tiling, which
-  // the thread count, the policy and a cap choose, does not change y. OpenBLAS (CPUs without AVX-512,
+  // Every tile of convgemm's AVX-512 kernel makes the same sum for an element of y, then adds the bias, whether it
+  // holds several small samples (adding the bias as it copies from the gather buffer to y), one sample or part of
+  // one; so the tiling, which the thread count, the policy and a cap choose, does not change y. (A kernel that
+  // started its sums from the bias in some tiles only failed here.) OpenBLAS (CPUs without AVX-512,
   // CONVGEMM_KERNELS=portable) promises no such thing: it picks its blocking, and so its order of additions, by the
   // matrices' sizes (a deep problem below differs in the last bits between tile widths). Nor is a 1x1 convolution of
   // more than 256 input channels (per group) covered: tiles within a sample stream its image in micro-panels 256
   // rows deep, adding each block's sum to C, while whole samples take all of K in one pass (starting each block from
   // the C already there would make the two one sum, but cost r50_3x3d's forward 6 % and deep backward-data 2-3 %;
-  // summing whole samples in the streamed blocks too cost ResNet's 1x1 layers of 14x14 pixels 2-4 %).
+  // summing whole samples in the same blocks cost ResNet's 1x1 layers of 14x14 pixels 2-4 %).
   if (runtime_info().conv_gemm_kernel == "OpenBLAS") {
     WARN("forward on OpenBLAS: y may differ in the last bits between tilings; not checked");
     return;

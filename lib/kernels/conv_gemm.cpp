@@ -46,14 +46,14 @@ constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gem
 // Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
 constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
 
-// Adds the C already there (unless first), then, on the last K block, the ReLU; stores the lanes of mask, or
-// (non_temporal) all 16 with a store that bypasses the cache, c then on a 64-byte boundary. The ReLU keeps v where
-// v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward. (The bias is where the sum started: see
-// start_tile.)
+// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
+// mask, or (non_temporal) all 16 with a store that bypasses the cache, c then on a 64-byte boundary. The ReLU keeps
+// v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
 template <bool first, bool last, bool non_temporal>
-CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, bool relu) {
+CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, __m512 bias, bool relu) {
   if constexpr (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
   if constexpr (last) {
+    value = _mm512_add_ps(value, bias);
     if (relu) value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_GT_OQ), value);
   }
   if constexpr (non_temporal) _mm512_stream_ps(c, value);
@@ -132,37 +132,23 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
   }
 }
 
-// The accumulators' start: row i's bias where the tile writes C (first) and there is a bias, else 0. Starting from
-// the bias, as XNNPACK's micro-kernels do, costs no addition at the end: lenet1's forward (K = 9) had 24 additions
-// per 8 x 48 tile besides its 216 FMAs. Every tile of every path sums in this order, so y does not depend on the
-// tiling (nor on the thread count).
-template <int rows, int vectors, bool first>
-CONVGEMM_AVX512 __attribute__((always_inline)) inline void start_tile(__m512 (&acc)[rows][vectors], const float* bias) {
-#pragma GCC unroll 9
-  for (int i = 0; i < rows; ++i) {
-    const __m512 start = _mm512_set1_ps(first && bias != nullptr ? bias[i] : 0.0f);
-#pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) acc[i][j] = start;
-  }
-}
-
-// Adds the C already there (unless first), then, on the last K block, the ReLU, and stores the tile.
+// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU, and stores the tile.
 // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
 template <int rows, int vectors, bool first, bool last, bool non_temporal>
 CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&acc)[rows][vectors],
                                                                       const __mmask16 (&masks)[vectors], float* c,
-                                                                      int64_t ldc, bool relu) {
+                                                                      int64_t ldc, const float* bias, bool relu) {
 #pragma GCC unroll 9
   for (int i = 0; i < rows; ++i) {
+    const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) {
-      finish_vector<first, last, non_temporal>(acc[i][j], c + i * ldc + 16 * j, masks[j], relu);
+      finish_vector<first, last, non_temporal>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
     }
   }
 }
 
-// Where a micro-tile's sums start (the bias, on the first K block) and where it stores them, with the ReLU of the
-// last K block: one argument, read before and after the loop.
+// Where a micro-tile stores its C, and the epilogue of the last K block: one argument, read after the loop.
 struct TileOutput {
   float* c;
   int64_t ldc;
@@ -186,7 +172,10 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
   constexpr int vectors = column_block / 16;
   const __mmask16 masks[vectors] = {0xFFFF, 0xFFFF, 0xFFFF};
   __m512 acc[rows][vectors];
-  start_tile<rows, vectors, first>(acc, out.bias);
+#pragma GCC unroll 9
+  for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
   float* const copy_to = stream.copy_to;
   static_assert(in_place || !copies);
   const int64_t b_ld = in_place ? ldb : column_block;  // B in place, or the panel buffer
@@ -207,7 +196,7 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
     micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
                                       copies ? copy_to + l * column_block : nullptr);
   }
-  store_tile<rows, vectors, first, last, non_temporal>(acc, masks, out.c, out.ldc, out.relu);
+  store_tile<rows, vectors, first, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
 
 // Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
@@ -233,9 +222,12 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
   for (int64_t t = 0; t < (runs ? tiles.count : 1); ++t, b += tiles.b_step, c += tiles.c_step) {
     __m512 acc[rows][vectors];
-    start_tile<rows, vectors, first>(acc, bias);
+#pragma GCC unroll 9
+    for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 3
+      for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-    store_tile<rows, vectors, first, last, non_temporal>(acc, masks, c, ldc, relu);
+    store_tile<rows, vectors, first, last, non_temporal>(acc, masks, c, ldc, bias, relu);
   }
 }
 
@@ -437,9 +429,7 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {
-  // (Without a panel buffer, a B inside a wider matrix is read in place too: a tile narrower than one micro-panel,
-  // under a tight workspace cap. Slower, but each element of C is the same sum as on any other path.)
-  const bool pack = !b_is_compact(n, ldb) && panels != nullptr;
+  const bool pack = !b_is_compact(n, ldb);
   const Blocks row_blocks = gemm_row_blocks(m);
   if (pack && packs_panel_at_a_time(m)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
@@ -789,7 +779,8 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   // of r50_3x3a (576 rows) +9 %, vgg_1_2 (576) +7 %, alex_g2 (1200) +8 %, r50_3x3b (1152) +5 % (medians of 8
   // alternating pairs).
   const bool transposed = transpose_a == Transpose::yes;
-  const bool kernel_fits = k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k));
+  const bool kernel_fits =
+      k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (b_is_compact(n, ldb) || panels);
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels,
@@ -801,9 +792,10 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   }
 #endif
   sgemm(transpose_a, Transpose::no, m, n, k, 1.0f, a, lda, b, ldb, epilogue.accumulate ? 1.0f : 0.0f, c, ldc);
-  const float* bias = epilogue.accumulate ? nullptr : epilogue.bias;
-  if (bias != nullptr || epilogue.relu) {
-    for (int64_t i = 0; i < m; ++i) add_bias_in_place(c + i * ldc, n, bias == nullptr ? 0.0f : bias[i], epilogue.relu);
+  if (epilogue.bias != nullptr || epilogue.relu) {
+    for (int64_t i = 0; i < m; ++i) {
+      add_bias_in_place(c + i * ldc, n, epilogue.bias == nullptr ? 0.0f : epilogue.bias[i], epilogue.relu);
+    }
   }
 }
 

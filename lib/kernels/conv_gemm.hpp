@@ -1,5 +1,5 @@
-// The GEMM of the forward and backward-data convolutions: C[m x n] = bias + A[m x k] * B[k x n] (or C += A * B), then
-// a ReLU. A is the (small) filter matrix, read in place as W or W^T through its
+// The GEMM of the forward and backward-data convolutions: C[m x n] = A[m x k] * B[k x n] (or C += that), then a
+// per-row bias and a ReLU. A is the (small) filter matrix, read in place as W or W^T through its
 // leading dimension; B is a column tile or a dY tile, row-major with leading dimension ldb; C row-major.
 //
 // Why not OpenBLAS alone: these GEMMs have m = 32..512 rows against thousands of columns, where OpenBLAS spends a good
@@ -21,11 +21,9 @@
 namespace convgemm::kernels {
 
 struct GemmEpilogue {
-  // C = bias + A * B with one value per row of C, or none; the AVX-512 kernel starts each sum from the bias. Not
-  // with accumulate.
-  const float* bias = nullptr;
-  bool relu = false;        // max(c, 0) of the final C, 0 for NaN (relu_forward's definition)
-  bool accumulate = false;  // C += A * B (the ReLU still applies to the sum)
+  const float* bias = nullptr;  // one value per row of C, or none
+  bool relu = false;            // max(c, 0), 0 for NaN (relu_forward's definition)
+  bool accumulate = false;      // C += A * B (the bias and ReLU still apply to the sum)
   // C is not read again soon (the caller's output, larger than the caches): the AVX-512 kernel writes it around the
   // cache, with non-temporal stores, where it writes C in one pass (k within one block, no accumulate) and C's rows
   // and micro-tiles start on 64-byte boundaries; elsewhere, and on OpenBLAS, it is an ordinary store. Same values.
@@ -54,10 +52,10 @@ int64_t conv_gemm_max_transposed_rows(int64_t k);
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
-// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a B is read in
-// place, more slowly). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1
-// convolution's image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one
-// for the first of next_b, to be brought into cache while it multiplies. Only a hint.
+// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a GEMM runs on
+// OpenBLAS). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's
+// image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one for the first
+// of next_b, to be brought into cache while it multiplies. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
                const float* next_b = nullptr);

@@ -170,6 +170,14 @@ bool streams_input_grad_by_default() {
 #endif
 }
 
+// The untouched bytes between one thread's workspace slot and the next. With the slots back to back, the thread
+// on the second slot ran lenet1's forward tiles 1.5-3.5x slower than the thread on the first (5.9 against 8.7-21
+// us a tile, a /tmp loop of 3000 calls, Zen 4; swapping the slots swapped the slow thread, so it follows the memory,
+// not the core). Gaps of 0.5-4 KiB left it so, 16 KiB halved it, 32 KiB and more removed it (2 threads: 300 ->
+// 188 us a call). The likely cause is one core's prefetchers running past the end of its slot into the next, whose
+// lines the other core then has to take back; 64 KiB leaves room for that.
+constexpr size_t slot_gap_bytes = size_t{64} << 10;
+
 // Half the L2 cache: the column tile shares it with the GEMM's packed panels.
 int64_t column_tile_budget_bytes() {
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -303,6 +311,8 @@ struct Conv2dPlan::Impl {
   int64_t data_blocks;
   // Forward lowers the input channels in this many equal blocks (see forward_tile).
   int64_t lowering_blocks;
+  // The bytes between workspace slots: slot_gap_bytes, or none under a workspace cap that it would break.
+  size_t slot_gap = slot_gap_bytes;
   // Forward's GEMMs store y around the cache, and backward-data's GEMMs dx where they write it directly (see
   // OutputStores and streams_input_grad_by_default).
   bool streams_output, streams_input_grad;
@@ -430,6 +440,8 @@ struct Conv2dPlan::Impl {
   // backward-weights the tiles shrink until one item and one partial dW fit (a test that does not involve the
   // thread count, so dW's sums stay the same for any thread count), then as many items run at once as fit.
   void fit_workspace(size_t limit) {
+    if (workspace_bytes_max() <= limit) return;
+    slot_gap = 0;  // a cap below what the plan needs packs the slots back to back before it narrows anything
     weight_wave_chunks = 1;
     weight_slots = 1;
     for (int64_t target = weight_tiling.width();
@@ -452,9 +464,8 @@ struct Conv2dPlan::Impl {
   }
 
   size_t workspace_bytes_with_weight_slots(int64_t candidate) const {
-    return static_cast<size_t>(std::min(candidate, work_items(Conv2dDirection::backward_weights))) *
-               slot_bytes(Conv2dDirection::backward_weights) +
-           partials_bytes(Conv2dDirection::backward_weights);
+    return workspace_bytes_for_slots(Conv2dDirection::backward_weights,
+                                     std::min(candidate, work_items(Conv2dDirection::backward_weights)));
   }
 
   // --- work decomposition and workspace ---------------------------------------------------------------------
@@ -513,7 +524,7 @@ struct Conv2dPlan::Impl {
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles (a 1x1 convolution's
   // backward-data multiplies whole samples, see backward_data_item). Not for tiles narrower than one
-  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs read B in place.
+  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
   // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
   // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
@@ -539,26 +550,37 @@ struct Conv2dPlan::Impl {
     if (direction == Conv2dDirection::backward_bias) return 0;
     return col_bytes(direction) + gather_bytes(direction) + panel_bytes(direction);
   }
+  // From one slot's start to the next: its buffers, then slot_gap_bytes that no thread touches.
+  size_t slot_stride(Conv2dDirection direction) const {
+    const size_t bytes = slot_bytes(direction);
+    return bytes == 0 ? 0 : bytes + slot_gap;
+  }
+  // `count` slots after the partials.
+  size_t workspace_bytes_for_slots(Conv2dDirection direction, int64_t count) const {
+    const size_t bytes = slot_bytes(direction);
+    return partials_bytes(direction) +
+           (count == 0 || bytes == 0 ? 0 : static_cast<size_t>(count - 1) * slot_stride(direction) + bytes);
+  }
   size_t partials_bytes(Conv2dDirection direction) const {
     if (direction != Conv2dDirection::backward_weights || path == Path::depthwise_direct) return 0;
     return static_cast<size_t>(weight_wave_chunks) * float_bytes(element_count(shapes.weights));
   }
   size_t workspace_bytes(Conv2dDirection direction) const {
-    return static_cast<size_t>(slots(direction)) * slot_bytes(direction) + partials_bytes(direction);
+    return workspace_bytes_for_slots(direction, slots(direction));
   }
   size_t workspace_bytes_max() const {
     return std::max({workspace_bytes(Conv2dDirection::forward), workspace_bytes(Conv2dDirection::backward_data),
                      workspace_bytes(Conv2dDirection::backward_weights)});
   }
 
-  // Layout: [partial dW of each wave chunk][slot 0: col, gather, panels][slot 1: ...]
+  // Layout: [partial dW of each wave chunk][slot 0: col, gather, panels][gap][slot 1: ...][gap]...[last slot]
   struct SlotBuffers {
     float* col;
     float* gather;
     float* panels;  // nullptr when the direction needs none
   };
   SlotBuffers slot_buffers(std::span<std::byte> workspace, Conv2dDirection direction, int64_t slot) const {
-    std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_bytes(direction);
+    std::byte* base = workspace.data() + partials_bytes(direction) + static_cast<size_t>(slot) * slot_stride(direction);
     const size_t col = col_bytes(direction), gather = gather_bytes(direction);
     return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + col),
             panel_bytes(direction) == 0 ? nullptr : reinterpret_cast<float*>(base + col + gather)};
@@ -674,12 +696,11 @@ struct Conv2dPlan::Impl {
 
   // --- the GEMM path ----------------------------------------------------------------------------------------
 
-  // y[:, tile] = b + W * im2col(x)[:, tile], then the post-op, the column matrix lowered and multiplied in
-  // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The first GEMM
-  // starts its sums from the bias, the ones after add to C, and the last applies the ReLU while C is in registers
-  // (prefilling y with the bias, or adding it after, would cost a pass over memory). A tile of several samples does
-  // the same in the gather buffer and copies the result to y, so that every element of y is the same sum whichever
-  // tiling (thread count) computed it.
+  // y[:, tile] = W * im2col(x)[:, tile] + b, then the post-op, the column matrix lowered and multiplied in
+  // lowering_blocks blocks of input channels (one, unless it is deeper than the GEMM kernel takes). The GEMMs after
+  // the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias would cost
+  // a pass over memory). A tile of several samples adds them as it copies its product from the gather buffer to y:
+  // the same sum, then the same addition, so y does not depend on the tiling (nor on the thread count).
   void forward_tile(const float* input, const float* weights, const float* bias, float* output, int64_t tile_index,
                     SlotBuffers buffers, PostOp post_op) const {
     const Tile tile = tiling.tile(tile_index);
@@ -705,8 +726,10 @@ struct Conv2dPlan::Impl {
         const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
         // (The gather buffer is read straight back: ordinary stores.)
         kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && streams_output};
-        if (c_begin == 0 && bias != nullptr) epilogue.bias = bias + g * group_out_channels;
-        epilogue.relu = relu && c_end == group_in_channels;
+        if (single_sample && c_end == group_in_channels) {
+          epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
+          epilogue.relu = relu;
+        }
         kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), (c_end - c_begin) * taps,
                            weights_g + c_begin * taps, col_rows, cols.data, cols.stride, product, product_stride,
                            epilogue, buffers.panels, next_image(g));
@@ -715,7 +738,8 @@ struct Conv2dPlan::Impl {
       for (int64_t n = tile.n_begin; n < tile.n_end; ++n) {
         for (int64_t k = 0; k < group_out_channels; ++k) {
           const float* from = buffers.gather + k * product_stride + (n - tile.n_begin) * output_pixels;
-          std::copy(from, from + output_pixels, output + output_offset(n, g, k));
+          const float bias_k = bias == nullptr ? 0.0f : bias[g * group_out_channels + k];
+          kernels::add_bias(from, output_pixels, bias_k, relu, output + output_offset(n, g, k));
         }
       }
     }
