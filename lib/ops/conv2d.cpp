@@ -438,7 +438,8 @@ struct Conv2dPlan::Impl {
 
   // Under a cap: halve the forward/backward-data tiles until the calls fit with every thread busy. For
   // backward-weights the tiles shrink until one item and one partial dW fit (a test that does not involve the
-  // thread count, so dW's sums stay the same for any thread count), then as many items run at once as fit.
+  // thread count, so dW's sums stay the same for any thread count), then as many items run at once as fit. A cap at
+  // or above what the plan needs changes nothing (the narrowing would not start: one item's footprint fits too).
   void fit_workspace(size_t limit) {
     if (workspace_bytes_max() <= limit) return;
     slot_gap = 0;  // a cap below what the plan needs packs the slots back to back before it narrows anything
@@ -550,7 +551,7 @@ struct Conv2dPlan::Impl {
     if (direction == Conv2dDirection::backward_bias) return 0;
     return col_bytes(direction) + gather_bytes(direction) + panel_bytes(direction);
   }
-  // From one slot's start to the next: its buffers, then slot_gap_bytes that no thread touches.
+  // From one slot's start to the next: its buffers, then slot_gap bytes that no thread touches.
   size_t slot_stride(Conv2dDirection direction) const {
     const size_t bytes = slot_bytes(direction);
     return bytes == 0 ? 0 : bytes + slot_gap;
