@@ -102,8 +102,10 @@ TEST_CASE("conv2d: dW and db are bitwise identical for 1, 2, 3 and 8 threads", "
       CHECK(bitwise_equal(result.weights_grad, reference.weights_grad));
       CHECK(bitwise_equal(result.bias_grad, reference.bias_grad));
     }
-    // Under a workspace cap the tiles are narrower (a different, but again thread-independent, sum).
-    const size_t cap = Conv2dPlan(params).workspace_bytes() / 2;
+    // Under a workspace cap the tiles are narrower (a different, but again thread-independent, sum). The cap is half
+    // of what one thread needs, so that it narrows the tiles at every thread count (a default plan's need includes
+    // the gaps between its threads' slots, which a cap removes first).
+    const size_t cap = Conv2dPlan(params, {.threads = 1}).workspace_bytes() / 2;
     const Gradients capped_reference =
         gradients(Conv2dPlan(params, {.threads = 1, .workspace_limit_bytes = cap}), input, output_grad);
     for (const int threads : {2, 3, 8}) {
@@ -186,7 +188,7 @@ TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any
         return output;
       };
       const std::vector<float> reference = forward({.threads = 1});
-      const size_t cap = Conv2dPlan(params).workspace_bytes() / 3;
+      const size_t cap = Conv2dPlan(params, {.threads = 1}).workspace_bytes() / 3;  // narrows at any thread count
       for (const int threads : {1, 2, 3, 8}) {
         for (const Parallelism parallelism : {Parallelism::across_batch, Parallelism::within_sample}) {
           for (const size_t limit : {size_t{0}, cap}) {
