@@ -2,6 +2,8 @@
 // the 1x1 fast path, caller-supplied workspaces, and concurrent calls on one plan from several host threads.
 #include "conv2d_tester.hpp"
 
+#include <convgemm/runtime.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -360,6 +362,77 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
     }
   }
   CHECK(streamed == 44);
+}
+
+// The pixels per tile, from describe()'s "tiles of S sample(s) x P pixels".
+int64_t tile_pixels(const Conv2dPlan& plan) {
+  const std::string text = plan.describe();
+  const size_t at = text.find(" sample(s) x ");
+  REQUIRE(at != std::string::npos);
+  return std::stoll(text.substr(at + 13));
+}
+
+TEST_CASE("conv2d: tiles narrower than a micro-panel read the image and dY in place, with the sums of wide tiles",
+          "[conv2d]") {
+  // Under a tight cap the tiles inside a sample get narrower than the GEMM's 48-column micro-panel, and the plan
+  // gives them no panel buffer (it would outgrow the tile): the GEMM then reads B (a 1x1 convolution's image,
+  // backward-data's dY) in place with every row block, in the K blocks the panel loops take, so that y is the same
+  // bits as under wide tiles (the panel path). They ran on OpenBLAS once, and on OpenBLAS's AVX-512 kernels y
+  // differed in the last bits. Eight threads, so that the slots' panel buffers outweigh the weight gradient's partial
+  // dW; caps shrink by a quarter from one thread's need down to the narrowest tiling; every plan is checked against
+  // the oracle, and forward's y bit for bit against the uncapped plan's (wide tiles, panels).
+  const std::vector<Conv2dParams> problems = {
+      // 1x1: K of 12 (shorter than 16 steps) and 260 (two streamed K blocks); 8 filters (streamed panels) and 72
+      // (packed panels, row blocks outermost)
+      {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 8, .has_bias = true},
+      {.batch = 1, .in_channels = 260, .in_height = 11, .in_width = 13, .out_channels = 8, .has_bias = true},
+      {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 72, .has_bias = true},
+      {.batch = 1, .in_channels = 260, .in_height = 20, .in_width = 25, .out_channels = 72},
+      // im2col: backward-data's W^T (36 rows) over dY tiles read in place
+      {.batch = 1,
+       .in_channels = 4,
+       .in_height = 21,
+       .in_width = 19,
+       .out_channels = 10,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+  };
+  const bool bitwise = runtime_info().conv_gemm_kernel != "OpenBLAS";  // see the forward determinism test
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Conv2dParams& params = problems[i];
+    INFO(describe(params));
+    const Conv2dTester tester(params, 800 + i);
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    std::mt19937_64 rng(8);
+    const auto input = convgemm::testing::random_floats(element_count(shapes.input), rng);
+    const auto weights = convgemm::testing::random_floats(element_count(shapes.weights), rng);
+    const auto bias = convgemm::testing::random_floats(shapes.bias, rng);
+    const auto forward = [&](const Conv2dPlan& plan) {
+      std::vector<float> output(static_cast<size_t>(element_count(shapes.output)));
+      plan.forward({input.data(), shapes.input}, {weights.data(), shapes.weights}, bias,
+                   {output.data(), shapes.output});
+      return output;
+    };
+    const ExecutionOptions options{.threads = 8, .parallelism = Parallelism::within_sample};
+    int narrow = 0;
+    const std::vector<float> wide = forward(Conv2dPlan(params, options));
+    for (size_t cap = Conv2dPlan(params, {.threads = 1}).workspace_bytes(); cap > 0; cap = cap * 3 / 4) {
+      std::optional<Conv2dPlan> plan;
+      try {
+        plan.emplace(params, ExecutionOptions{options.threads, options.parallelism, cap});
+      } catch (const Error& error) {
+        REQUIRE(error.parameter() == "workspace_limit_bytes");
+        break;
+      }
+      INFO(plan->describe());
+      narrow += tile_pixels(*plan) < 48;  // the micro-panel's columns
+      tester.check(*plan);
+      if (bitwise) CHECK(forward(*plan) == wide);
+    }
+    CHECK(narrow > 0);
+  }
 }
 
 TEST_CASE("conv2d: a 1x1 forward over whole samples reads each image in place while it prefetches the next one",

@@ -426,16 +426,20 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // Taller A (backward-data's W^T, hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer
 // in L1) packs the whole K block (it stays in L2), and then row blocks are outermost: each 8-row block of C is
 // written left to right, a few long runs, instead of every row of C taking a 192-byte piece per panel.
+// Without a panel buffer (a tile narrower than a micro-panel under a tight workspace cap), a B inside a wider matrix
+// is read in place by every row block, in the K blocks the panel loops would take, so that C gets the same sums.
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {
-  const bool pack = !b_is_compact(n, ldb);
+  const bool compact = b_is_compact(n, ldb);
+  const bool pack = !compact && panels != nullptr;
   const Blocks row_blocks = gemm_row_blocks(m);
   if (pack && packs_panel_at_a_time(m)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
   }
-  const bool one_pass = !pack && acs == 1;  // forward's W
-  const int64_t depth_block = one_pass ? k : k_block;
+  const bool one_pass = compact && acs == 1;  // forward's W
+  const bool stands_in_for_stream = !compact && !pack && packs_panel_at_a_time(m);
+  const int64_t depth_block = one_pass ? k : stands_in_for_stream ? stream_depth_block : k_block;
   const int64_t full_panels = n / column_block, full_columns = full_panels * column_block;
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
     const int64_t kc = std::min(depth_block, k - l0);
@@ -779,8 +783,7 @@ void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const flo
   // of r50_3x3a (576 rows) +9 %, vgg_1_2 (576) +7 %, alex_g2 (1200) +8 %, r50_3x3b (1152) +5 % (medians of 8
   // alternating pairs).
   const bool transposed = transpose_a == Transpose::yes;
-  const bool kernel_fits =
-      k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k)) && (b_is_compact(n, ldb) || panels);
+  const bool kernel_fits = k <= max_inner && (!transposed || m <= conv_gemm_max_transposed_rows(k));
   if (use_avx512_kernels() && kernel_fits) {
     // a(i, l) = a[i * row_stride + l * column_stride]
     conv_gemm_avx512(m, n, k, a, transposed ? 1 : lda, transposed ? lda : 1, b, ldb, c, ldc, epilogue, panels,

@@ -35,7 +35,7 @@ inline constexpr int64_t conv_gemm_column_block = 48;
 
 // A B whose rows are at most this many floats longer than n (a column tile or gathered dY whose rows are padded to
 // whole cache lines) counts as compact: it is read in place. A B read from a wider matrix (a 1x1 convolution's
-// image, a tile of dY) is copied into panels first.
+// image, a tile of dY) is copied into panels first, where the caller gives a panel buffer.
 inline constexpr int64_t conv_gemm_row_padding = 15;
 
 // The rows of B (the depth, K) the kernel multiplies per pass over C: a GEMM of at most this K reads and writes C
@@ -52,8 +52,8 @@ int64_t conv_gemm_max_transposed_rows(int64_t k);
 int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
-// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a GEMM runs on
-// OpenBLAS). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's
+// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a B is read in
+// place, slower where it spans several micro-panels, with the same sums). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's
 // image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one for the first
 // of next_b, to be brought into cache while it multiplies. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

@@ -525,7 +525,7 @@ struct Conv2dPlan::Impl {
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
   // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles (a 1x1 convolution's
   // backward-data multiplies whole samples, see backward_data_item). Not for tiles narrower than one
-  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs run on OpenBLAS.
+  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs read their B in place.
   // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
   // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
