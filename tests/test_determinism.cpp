@@ -136,11 +136,9 @@ TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any
   // one; so the tiling, which the thread count, the policy and a cap choose, does not change y. (A kernel that
   // started its sums from the bias in some tiles only failed here.) OpenBLAS (CPUs without AVX-512,
   // CONVGEMM_KERNELS=portable) promises no such thing: it picks its blocking, and so its order of additions, by the
-  // matrices' sizes (a deep problem below differs in the last bits between tile widths). Nor is a 1x1 convolution of
-  // more than 256 input channels (per group) covered: tiles within a sample stream its image in micro-panels 256
-  // rows deep, adding each block's sum to C, while whole samples take all of K in one pass (starting each block from
-  // the C already there would make the two one sum, but cost r50_3x3d's forward 6 % and deep backward-data 2-3 %;
-  // summing whole samples in the same blocks cost ResNet's 1x1 layers of 14x14 pixels 2-4 %).
+  // matrices' sizes (a deep problem below differs in the last bits between tile widths). A 1x1 convolution deeper
+  // than a micro-panel is the same sum too: tiles within a sample read its image in K blocks, each starting from the
+  // C the last one left, while whole samples take all of K in one pass.
   if (runtime_info().conv_gemm_kernel == "OpenBLAS") {
     WARN("forward on OpenBLAS: y may differ in the last bits between tilings; not checked");
     return;
@@ -160,6 +158,10 @@ TEST_CASE("conv2d: forward y is bitwise identical for 1, 2, 3 and 8 threads, any
        .has_bias = true},
       // 1x1: whole samples read in place, or streamed micro-panels within a sample
       {.batch = 5, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 6, .has_bias = true},
+      // 1x1 deeper than a streamed micro-panel (256 rows): within a sample in two K blocks, whole samples in one
+      // pass; under 8 filters (streamed panels) and 72 (packed panels, 128-deep K blocks)
+      {.batch = 3, .in_channels = 300, .in_height = 14, .in_width = 15, .out_channels = 8, .has_bias = true},
+      {.batch = 3, .in_channels = 300, .in_height = 14, .in_width = 15, .out_channels = 72, .has_bias = true},
       // deeper than the GEMM kernel's K: lowered in channel blocks, the later ones adding to y
       {.batch = 2,
        .in_channels = 240,

@@ -46,12 +46,23 @@ constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gem
 // Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
 constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
 
-// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU; stores the lanes of
+// How a micro-tile treats the C already there:
+// - fresh: overwrites it (the first K block of a GEMM that does not accumulate);
+// - add_after: starts its sums from zero and adds C before it stores (its load off the FMAs' chains: a later K
+//   block over a compact B, a caller's accumulate);
+// - from_c: starts its sums from C, so that every entry of C is one chain of FMAs over all of K whatever the K
+//   blocks: a later K block over a B inside a wider matrix. The tiles within a sample (a 1x1 convolution's image,
+//   in micro-panels 256 or 128 rows deep) then make the sums of whole samples (all of K in one pass), and y does not
+//   depend on the tiling. (Everywhere, it cost r50_3x3c's and r50_3x3d's forward 4-10 %: their C, the tile of y,
+//   comes from L2 at the start of each K block, ahead of the FMAs.)
+enum class Start { fresh, add_after, from_c };
+
+// Adds the C already there (add_after), then, on the last K block, the bias and the ReLU; stores the lanes of
 // mask, or (non_temporal) all 16 with a store that bypasses the cache, c then on a 64-byte boundary. The ReLU keeps
 // v where v > 0 and writes 0 elsewhere, NaN and -0 included, as relu_forward.
-template <bool first, bool last, bool non_temporal>
+template <Start start, bool last, bool non_temporal>
 CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask, __m512 bias, bool relu) {
-  if constexpr (!first) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
+  if constexpr (start == Start::add_after) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, c));
   if constexpr (last) {
     value = _mm512_add_ps(value, bias);
     if (relu) value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_GT_OQ), value);
@@ -62,7 +73,7 @@ CONVGEMM_AVX512 inline void finish_vector(__m512 value, float* c, __mmask16 mask
 
 // C[rows x columns] (+)= A[rows x kc] * B[kc x columns] for rows <= max_tile_rows (the template), columns <= 48
 // (masks).
-// `first` writes instead of adding to C; `last` applies the epilogue before the store. Both are template
+// `start` says what becomes of the C already there; `last` applies the epilogue before the store. Both are template
 // parameters: tested at run time, GCC threaded the tests through the 24 stores, a branch maze that cost lenet1's
 // forward (K = 9, where the epilogue is a third of the tile) 13 % (medians of 8 alternating pairs; a 32 x 784 x 9
 // GEMM alone, one thread: 131 -> 164 GFLOP/s). `full`: columns is 16 * vectors, so the masks are
@@ -132,9 +143,22 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
   }
 }
 
-// Adds the C already there (unless first), then, on the last K block, the bias and the ReLU, and stores the tile.
+// The accumulators at the start of a micro-tile: C's values (from_c), else zero.
+template <int rows, int vectors, Start start>
+CONVGEMM_AVX512 __attribute__((always_inline)) inline void start_tile(__m512 (&acc)[rows][vectors],
+                                                                      const __mmask16 (&masks)[vectors],
+                                                                      const float* c, int64_t ldc) {
+#pragma GCC unroll 9
+  for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < vectors; ++j) {
+      acc[i][j] = start == Start::from_c ? _mm512_maskz_loadu_ps(masks[j], c + i * ldc + 16 * j) : _mm512_setzero_ps();
+    }
+}
+
+// Adds the C already there (add_after), then, on the last K block, the bias and the ReLU, and stores the tile.
 // Every loop over acc is fully unrolled (none indexes it at run time), so the accumulators stay in registers.
-template <int rows, int vectors, bool first, bool last, bool non_temporal>
+template <int rows, int vectors, Start start, bool last, bool non_temporal>
 CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&acc)[rows][vectors],
                                                                       const __mmask16 (&masks)[vectors], float* c,
                                                                       int64_t ldc, const float* bias, bool relu) {
@@ -143,7 +167,7 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&a
     const __m512 bias_i = _mm512_set1_ps(last && bias != nullptr ? bias[i] : 0.0f);
 #pragma GCC unroll 3
     for (int j = 0; j < vectors; ++j) {
-      finish_vector<first, last, non_temporal>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
+      finish_vector<start, last, non_temporal>(acc[i][j], c + i * ldc + 16 * j, masks[j], bias_i, relu);
     }
   }
 }
@@ -166,16 +190,13 @@ struct TileOutput {
 // buffer, whose leading dimension is then a constant. A function of its own with few values live around its loop: as
 // a branch of micro_tile_body, and with B's leading dimension a run-time value, GCC kept B's eight row pointers of a
 // group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness: 160-184 against 191-200 GFLOP/s).
-template <int rows, bool first, bool last, bool non_temporal, bool copies, bool in_place>
+template <int rows, Start start, bool last, bool non_temporal, bool copies, bool in_place>
 CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const float* b, int64_t ldb,
                                  const TileOutput& out, const PanelStream& stream) {
   constexpr int vectors = column_block / 16;
   const __mmask16 masks[vectors] = {0xFFFF, 0xFFFF, 0xFFFF};
   __m512 acc[rows][vectors];
-#pragma GCC unroll 9
-  for (int i = 0; i < rows; ++i)
-#pragma GCC unroll 3
-    for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
+  start_tile<rows, vectors, start>(acc, masks, out.c, out.ldc);
   float* const copy_to = stream.copy_to;
   static_assert(in_place || !copies);
   const int64_t b_ld = in_place ? ldb : column_block;  // B in place, or the panel buffer
@@ -196,7 +217,7 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
     micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
                                       copies ? copy_to + l * column_block : nullptr);
   }
-  store_tile<rows, vectors, first, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
+  store_tile<rows, vectors, start, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
 
 // Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
@@ -213,7 +234,7 @@ struct TileRun {
 // `runs`: tiles.count tiles rather than one. A template parameter, so that a single tile compiles as straight-line
 // code: through the loop, which keeps its pointers live across the tile, a tile ran slower (lenet1's forward, one
 // tile per call: 0.83x; weight gradients of r50_3x3c / r50_3x3d 0.92x / 0.94x).
-template <int rows, int vectors, bool full, bool first, bool last, bool non_temporal, bool runs>
+template <int rows, int vectors, bool full, Start start, bool last, bool non_temporal, bool runs>
 CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                      float* c, int64_t ldc, int64_t columns, const float* bias, bool relu,
                                      const TileRun& tiles) {
@@ -222,30 +243,28 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
   for (int64_t t = 0; t < (runs ? tiles.count : 1); ++t, b += tiles.b_step, c += tiles.c_step) {
     __m512 acc[rows][vectors];
-#pragma GCC unroll 9
-    for (int i = 0; i < rows; ++i)
-#pragma GCC unroll 3
-      for (int j = 0; j < vectors; ++j) acc[i][j] = _mm512_setzero_ps();
+    start_tile<rows, vectors, start>(acc, masks, c, ldc);
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
-    store_tile<rows, vectors, first, last, non_temporal>(acc, masks, c, ldc, bias, relu);
+    store_tile<rows, vectors, start, last, non_temporal>(acc, masks, c, ldc, bias, relu);
   }
 }
 
-// Calls body.template operator()<first, last, non_temporal>() with the run-time flags as template arguments (see
-// micro_tile_body and stream_tile, whose epilogues they select); non_temporal only with first and last (a tile that
-// writes C in one pass), and only where the tile may_stream (whole micro-panels: no code for the others).
+// Calls body.template operator()<start, last, non_temporal>() with the run-time values as template arguments (see
+// micro_tile_body and stream_tile, whose prologues and epilogues they select); non_temporal only with a fresh start
+// and last (a tile that writes C in one pass), and only where the tile may_stream (whole micro-panels: no code for
+// the others).
 template <bool may_stream, class Body>
-inline void with_epilogue(bool first, bool last, bool non_temporal, const Body& body) {
-  if (first) {
-    if (last) {
-      if (may_stream && non_temporal) body.template operator()<true, true, may_stream>();
-      else body.template operator()<true, true, false>();
-    } else {
-      body.template operator()<true, false, false>();
-    }
-  } else {
-    if (last) body.template operator()<false, true, false>();
-    else body.template operator()<false, false, false>();
+inline void with_epilogue(Start start, bool last, bool non_temporal, const Body& body) {
+  const auto ends = [&]<Start s>() {
+    if (last) body.template operator()<s, true, false>();
+    else body.template operator()<s, false, false>();
+  };
+  switch (start) {
+    case Start::fresh:
+      if (last && may_stream && non_temporal) return body.template operator()<Start::fresh, true, may_stream>();
+      return ends.template operator()<Start::fresh>();
+    case Start::add_after: return ends.template operator()<Start::add_after>();
+    case Start::from_c: return ends.template operator()<Start::from_c>();
   }
 }
 
@@ -255,15 +274,15 @@ inline void with_epilogue(bool first, bool last, bool non_temporal, const Body& 
 // of l by stream_tile where it takes the tile, done after the steps otherwise; only with a run of one tile.
 template <int rows, int vectors>
 CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                                float* c, int64_t ldc, int64_t columns, bool first, bool last, const float* bias,
+                                float* c, int64_t ldc, int64_t columns, Start start, bool last, const float* bias,
                                 bool relu, bool non_temporal, const PanelStream* stream, const TileRun& tiles) {
   constexpr bool may_stream = vectors == column_block / 16;
   const bool streams_c = non_temporal && columns == column_block && reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
                          ldc % 16 == 0 && tiles.c_step % 16 == 0;
   const auto run_tiles = [&]<bool full, bool runs>() {
-    with_epilogue<may_stream>(first, last, streams_c, [&]<bool first_block, bool last_block, bool around_cache>() {
-      micro_tile_body<rows, vectors, full, first_block, last_block, around_cache, runs>(kc, a, ars, acs, b, ldb, c, ldc,
-                                                                                        columns, bias, relu, tiles);
+    with_epilogue<may_stream>(start, last, streams_c, [&]<Start c_start, bool last_block, bool around_cache>() {
+      micro_tile_body<rows, vectors, full, c_start, last_block, around_cache, runs>(kc, a, ars, acs, b, ldb, c, ldc,
+                                                                                    columns, bias, relu, tiles);
     });
   };
   const auto run = [&]<bool full>() {
@@ -282,11 +301,9 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       if (stream != nullptr && acs == 1 && kc >= 2 * prefetch_every) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies, bool in_place>() {
-          with_epilogue<may_stream>(first, last, streams_c,
-                                    [&]<bool first_block, bool last_block, bool around_cache>() {
-                                      stream_tile<rows, first_block, last_block, around_cache, copies, in_place>(
-                                          kc, a, ars, b, ldb, out, *stream);
-                                    });
+          with_epilogue<may_stream>(start, last, streams_c, [&]<Start c_start, bool last_block, bool around_cache>() {
+            stream_tile<rows, c_start, last_block, around_cache, copies, in_place>(kc, a, ars, b, ldb, out, *stream);
+          });
         };
         if (stream->copy_to != nullptr) return streamed.template operator()<true, true>();
         // (The panel buffer's leading dimension is column_block; a compact B of 48 columns is the same either way.)
@@ -327,7 +344,7 @@ constexpr auto tile_table(std::integer_sequence<int, row...>) {
 // micro_tiles[rows][vectors]
 struct MicroTiles {
   using Function = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
-                            bool, bool, const float*, bool, bool, const PanelStream*, const TileRun&);
+                            Start, bool, const float*, bool, bool, const PanelStream*, const TileRun&);
   template <int rows, int vectors>
   static constexpr Function of = micro_tile<rows, vectors>;
 };
@@ -392,7 +409,8 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
   };
   for (int64_t index = 0; index < panel_count; ++index) {
     const Panel current = panel(index), next = panel(index + 1);
-    const bool first = current.l0 == 0 && !epilogue.accumulate, last = current.l0 + current.kc == k;
+    const Start start = current.l0 == 0 && !epilogue.accumulate ? Start::fresh : Start::from_c;
+    const bool last = current.l0 + current.kc == k;
     for (int64_t i = 0; i < row_blocks.count; ++i) {
       // Row block i's share of the next micro-panel's rows: [i * kc / count, (i + 1) * kc / count).
       const int64_t prefetch_begin = i * next.kc / row_blocks.count;
@@ -405,7 +423,7 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
       const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
       micro_tiles[rows][(current.columns + 15) / 16](current.kc, a + i0 * ars + current.l0 * acs, ars, acs,
                                                      in_place ? current.b : panel_buffer, in_place ? ldb : column_block,
-                                                     c + i0 * ldc + current.j0, ldc, current.columns, first, last,
+                                                     c + i0 * ldc + current.j0, ldc, current.columns, start, last,
                                                      epilogue.bias == nullptr ? nullptr : epilogue.bias + i0,
                                                      epilogue.relu, epilogue.non_temporal, &stream, TileRun{});
     }
@@ -443,14 +461,17 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   const int64_t full_panels = n / column_block, full_columns = full_panels * column_block;
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
     const int64_t kc = std::min(depth_block, k - l0);
-    const bool first = l0 == 0 && !epilogue.accumulate, last = l0 + kc == k;
+    const Start start = l0 == 0 && !epilogue.accumulate ? Start::fresh
+                        : compact                          ? Start::add_after
+                                                           : Start::from_c;
+    const bool last = l0 + kc == k;
     // Micro-tiles from row block i and column j0 on, `run` of them in one call.
     const auto tiles = [&](int64_t i, int64_t j0, const float* b_tile, int64_t b_ld, const TileRun& run,
                            const PanelStream* stream = nullptr) {
       const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
       const int64_t columns = std::min(column_block, n - j0);
       micro_tiles[rows][(columns + 15) / 16](
-          kc, a + i0 * ars + l0 * acs, ars, acs, b_tile, b_ld, c + i0 * ldc + j0, ldc, columns, first, last,
+          kc, a + i0 * ars + l0 * acs, ars, acs, b_tile, b_ld, c + i0 * ldc + j0, ldc, columns, start, last,
           epilogue.bias == nullptr ? nullptr : epilogue.bias + i0, epilogue.relu, epilogue.non_temporal, stream, run);
     };
     // Row block i across all of B: its full micro-panels (each panel_step further on) in one call, then the ragged
@@ -731,14 +752,14 @@ void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t
   const int64_t depth_block = weight_panel_depth(k);
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
     const int64_t kc = std::min(depth_block, k - l0);
-    const bool first = l0 == 0 && !accumulate;
+    const Start start = l0 == 0 && !accumulate ? Start::fresh : Start::add_after;
     for (int64_t j0 = 0; j0 < n; j0 += column_block) {
       const int64_t columns = std::min(column_block, n - j0);
       pack_transposed_panel(kc, columns, b + j0 * ldb + l0, ldb, panel);
       for (int64_t i = 0; i < row_blocks.count; ++i) {
         const int64_t i0 = row_blocks.begin(i), rows = row_blocks.size(i);
         micro_tiles[rows][(columns + 15) / 16](kc, a + i0 * lda + l0, lda, 1, panel, column_block, c + i0 * ldc + j0,
-                                               ldc, columns, first, /*last=*/false, nullptr, false, false, nullptr,
+                                               ldc, columns, start, /*last=*/false, nullptr, false, false, nullptr,
                                                TileRun{});
       }
     }
