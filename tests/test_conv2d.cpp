@@ -435,6 +435,84 @@ TEST_CASE("conv2d: tiles narrower than a micro-panel read the image and dY in pl
   }
 }
 
+TEST_CASE("conv2d: batch-1 forward on fewer tiles than threads splits the filters, with the same y", "[conv2d]") {
+  // A 7 x 7 image is one tile (49 pixels), so batch-1 inference there gave one thread all the work: forward now also
+  // splits the filters into blocks (at least 32 filters each, cut at the kernel's 8-row micro-tiles), each item
+  // lowering its tile again. Checked against the oracle, and y bit for bit against one thread's.
+  const std::vector<Conv2dParams> problems = {
+      // ResNet-50's last stage at batch 1: 1x1 (the image read in place) and 3x3 (deeper than the kernel's K: lowered
+      // in channel blocks)
+      {.batch = 1, .in_channels = 300, .in_height = 7, .in_width = 7, .out_channels = 72, .has_bias = true},
+      {.batch = 1,
+       .in_channels = 240,
+       .in_height = 7,
+       .in_width = 7,
+       .out_channels = 100,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .has_bias = true},
+      // grouped: tiles enough for two and three threads (of 78 and 52 pixels), filter blocks under eight
+      {.batch = 1,
+       .in_channels = 8,
+       .in_height = 12,
+       .in_width = 13,
+       .out_channels = 128,
+       .kernel_height = 3,
+       .kernel_width = 3,
+       .padding = Padding2d::symmetric(1, 1),
+       .groups = 2,
+       .has_bias = true},
+  };
+  const bool bitwise = runtime_info().conv_gemm_kernel != "OpenBLAS";  // see the forward determinism test
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Conv2dParams& params = problems[i];
+    INFO(describe(params));
+    const Conv2dShapes shapes = conv2d_shapes(params);
+    std::mt19937_64 rng(9);
+    const auto input = convgemm::testing::random_floats(element_count(shapes.input), rng);
+    const auto weights = convgemm::testing::random_floats(element_count(shapes.weights), rng);
+    const auto bias = convgemm::testing::random_floats(shapes.bias, rng);
+    const auto forward = [&](const Conv2dPlan& plan, PostOp post_op) {
+      std::vector<float> output(static_cast<size_t>(element_count(shapes.output)));
+      plan.forward({input.data(), shapes.input}, {weights.data(), shapes.weights}, bias,
+                   {output.data(), shapes.output}, post_op);
+      return output;
+    };
+    const Conv2dPlan one_thread(params, {.threads = 1});
+    REQUIRE(one_thread.describe().find("filter blocks") == std::string::npos);
+    for (const int threads : {2, 3, 8}) {
+      const Conv2dPlan plan(params, {.threads = threads});
+      INFO(plan.describe());
+      CHECK((plan.describe().find("filter blocks") != std::string::npos) == (i < 2 || threads == 8));
+      Conv2dTester(params, 900 + i).check(plan, /*caller_workspace=*/threads == 3);
+      for (const PostOp post_op : {PostOp::none, PostOp::relu}) {
+        if (bitwise) CHECK(forward(plan, post_op) == forward(one_thread, post_op));
+      }
+    }
+  }
+}
+
+TEST_CASE("conv2d: a sample cut into tiles for the threads is cut evenly, at whole micro-panels", "[conv2d]") {
+  // 196 pixels of a 1x1 convolution over two threads: 96 + 100 (the multiple of 48 nearest to half), not 144 + 52,
+  // which left one thread idle for almost half the call; 784 pixels: 384 + 400. A 3x3 convolution cuts at whole
+  // output rows: 28 rows of 28 pixels, 14 + 14.
+  const auto widest_tile = [](int64_t size, int64_t kernel) {
+    const Conv2dParams params{.batch = 1,
+                              .in_channels = 16,
+                              .in_height = size,
+                              .in_width = size,
+                              .out_channels = 16,
+                              .kernel_height = kernel,
+                              .kernel_width = kernel,
+                              .padding = Padding2d::symmetric(kernel / 2, kernel / 2)};
+    return tile_pixels(Conv2dPlan(params, {.threads = 2}));
+  };
+  CHECK(widest_tile(14, 1) == 100);
+  CHECK(widest_tile(28, 1) == 400);
+  CHECK(widest_tile(28, 3) == 392);
+}
+
 TEST_CASE("conv2d: a 1x1 forward over whole samples reads each image in place while it prefetches the next one",
           "[conv2d]") {
   // One tile per sample, too large for L1 (40 x 480 floats and more), several samples per thread: each GEMM reads

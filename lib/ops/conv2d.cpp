@@ -122,6 +122,10 @@ namespace {
 constexpr int64_t min_tile_pixels = 512;
 // Splitting one sample over threads stops at tiles this narrow: below it the GEMMs cost more than they share.
 constexpr int64_t min_split_tile_pixels = 64;
+// Forward's filter blocks (see filter_blocks): at least this many filters each, cut at the GEMM kernel's micro-tile
+// rows.
+constexpr int64_t min_filter_block_rows = 32;
+constexpr int64_t filter_block_rows = 8;
 // backward-weights splits each group's input channels into blocks (so one sample can use several threads) with
 // at least this many columns of dW per block. Shape-only, like every choice that affects dW's summation order.
 constexpr int64_t min_weight_block_columns = 512;
@@ -203,22 +207,35 @@ struct Tile {
 struct Tiling {
   int64_t batch = 0, output_pixels = 0;
   int64_t samples_per_tile = 0, tile_pixels = 0, tiles_per_sample = 0, sample_groups = 0;
+  int64_t multiple = 1;  // where tiles inside a sample may end (the last excepted)
+  bool balanced = false;  // tile t of a sample starts at balanced_begin(t), else at t * tile_pixels
 
   Tiling() = default;
   // Tiles of about max_pixels columns at most, balanced.
   // Samples smaller than min_tile_pixels are laid side by side until the tile reaches min_tile_pixels: just wide
   // enough for an efficient GEMM, no wider, since every extra sample adds gather/scatter traffic.
-  Tiling(int64_t batch_, int64_t output_pixels_, int64_t max_pixels, int64_t min_pixels, int64_t multiple)
-      : batch(batch_), output_pixels(output_pixels_) {
+  Tiling(int64_t batch_, int64_t output_pixels_, int64_t max_pixels, int64_t min_pixels, int64_t multiple_)
+      : batch(batch_), output_pixels(output_pixels_), multiple(multiple_) {
     if (output_pixels >= min_pixels) {
       samples_per_tile = 1;
       tiles_per_sample = (output_pixels + max_pixels - 1) / max_pixels;
       tile_pixels = (output_pixels + tiles_per_sample - 1) / tiles_per_sample;  // balanced tiles
-      // Widened to a multiple of `multiple` (only one ragged tile per sample), unless that takes more tiles;
-      // narrower tiles (a workspace cap) stay as they are.
+      // Cut at multiples of `multiple` (only one ragged tile per sample), unless that takes more tiles; narrower
+      // tiles (a workspace cap) stay as they are. Each boundary is the multiple nearest to an equal split where the
+      // tiles are at least a multiple wide (a 14 x 14 image of a 1x1 convolution in two tiles: 96 + 100 pixels
+      // rather than 144 + 52, which left one of two threads idle for 47 % of the call), else every tile but the
+      // last is one width, rounded up.
       if (tiles_per_sample > 1 && tile_pixels >= multiple) {
-        tile_pixels = (tile_pixels + multiple - 1) / multiple * multiple;
-        tiles_per_sample = (output_pixels + tile_pixels - 1) / tile_pixels;
+        const int64_t widened = (tile_pixels + multiple - 1) / multiple * multiple;
+        tiles_per_sample = (output_pixels + widened - 1) / widened;
+        balanced = output_pixels / tiles_per_sample >= multiple;
+        tile_pixels = widened;
+        if (balanced) {
+          tile_pixels = 0;
+          for (int64_t t = 0; t < tiles_per_sample; ++t) {
+            tile_pixels = std::max(tile_pixels, balanced_begin(t + 1) - balanced_begin(t));
+          }
+        }
       }
     } else {
       samples_per_tile = std::clamp<int64_t>(min_pixels / output_pixels, 1, batch);
@@ -230,14 +247,20 @@ struct Tiling {
     }
     sample_groups = (batch + samples_per_tile - 1) / samples_per_tile;
   }
+  // The first pixel of tile t of tiles_per_sample balanced ones (t == tiles_per_sample: the end of the sample).
+  int64_t balanced_begin(int64_t t) const {
+    if (t == tiles_per_sample) return output_pixels;
+    return (t * output_pixels + tiles_per_sample * multiple / 2) / (tiles_per_sample * multiple) * multiple;
+  }
+  // The widest tile: what a tile's buffers hold.
   int64_t width() const { return samples_per_tile * tile_pixels; }
   int64_t count() const { return sample_groups * tiles_per_sample; }
   Tile tile(int64_t index) const {
-    const int64_t group = index / tiles_per_sample;
+    const int64_t group = index / tiles_per_sample, t = index % tiles_per_sample;
     const int64_t n_begin = group * samples_per_tile;
-    const int64_t pixel_begin = index % tiles_per_sample * tile_pixels;
-    return {n_begin, std::min(batch, n_begin + samples_per_tile), pixel_begin,
-            std::min(output_pixels, pixel_begin + tile_pixels)};
+    const int64_t pixel_begin = balanced ? balanced_begin(t) : t * tile_pixels;
+    const int64_t pixel_end = balanced ? balanced_begin(t + 1) : std::min(output_pixels, pixel_begin + tile_pixels);
+    return {n_begin, std::min(batch, n_begin + samples_per_tile), pixel_begin, pixel_end};
   }
 };
 
@@ -475,14 +498,33 @@ struct Conv2dPlan::Impl {
     return direction == Conv2dDirection::backward_weights ? weight_tiling : tiling;
   }
 
-  // Items each direction splits into. Forward: tiles. Backward-data: (sample group, channel block).
+  // Forward within a sample of fewer tiles than threads (batch-1 inference of a 7 x 7 image: one tile) splits the
+  // filters too, in this many blocks of whole micro-tile rows: each item multiplies its block of W by the tile's
+  // columns (lowered again for each block: a small share beside its GEMM). Every entry of y is the same sum.
+  bool forward_within_samples() const {
+    return parallelism == Parallelism::within_sample ||
+           (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
+  }
+  int64_t filter_blocks() const {
+    if (!forward_within_samples() || tiling.samples_per_tile > 1 || tiling.tiles_per_sample >= threads) return 1;
+    return std::clamp<int64_t>(group_out_channels / min_filter_block_rows, 1, ceil_div(threads, tiling.tiles_per_sample));
+  }
+  // Filters [begin, end) of block b of filter_blocks(): ends on whole micro-tile rows (8), the last excepted.
+  std::pair<int64_t, int64_t> filter_block(int64_t b, int64_t blocks) const {
+    const auto begin = [&](int64_t i) {
+      return i == blocks ? group_out_channels : i * group_out_channels / blocks / filter_block_rows * filter_block_rows;
+    };
+    return {begin(b), begin(b + 1)};
+  }
+
+  // Items each direction splits into. Forward: (tile, filter block). Backward-data: (sample group, channel block).
   // Backward-weights, per wave: (chunk, channel block). Depthwise: (sample, channel), or filters for dW.
   int64_t work_items(Conv2dDirection direction) const {
     if (path == Path::depthwise_direct) {
       return direction == Conv2dDirection::backward_weights ? params.out_channels : params.batch * params.in_channels;
     }
     switch (direction) {
-      case Conv2dDirection::forward: return tiling.count();
+      case Conv2dDirection::forward: return tiling.count() * filter_blocks();
       case Conv2dDirection::backward_data: return tiling.sample_groups * data_blocks;
       case Conv2dDirection::backward_weights: return weight_wave_chunks * weight_blocks;
       case Conv2dDirection::backward_bias: return params.out_channels;
@@ -634,10 +676,8 @@ struct Conv2dPlan::Impl {
   // the tiles of one sample group at a time (within each sample).
   template <class Body>
   void parallel_over_tiles(Body&& body) const {
-    const bool within = parallelism == Parallelism::within_sample ||
-                        (parallelism == Parallelism::automatic && tiling.sample_groups < threads);
-    const int64_t per_group = tiling.tiles_per_sample;
-    if (!within) {
+    const int64_t per_group = tiling.tiles_per_sample * filter_blocks();
+    if (!forward_within_samples()) {
       if (parallelism == Parallelism::across_batch) {
         parallel_ranges(tiling.sample_groups, [&](int64_t slot, int64_t begin, int64_t end) {
           body(slot, begin * per_group, end * per_group);
@@ -702,8 +742,11 @@ struct Conv2dPlan::Impl {
   // the first add to C; the last applies bias and ReLU while C is in registers (prefilling y with the bias would cost
   // a pass over memory). A tile of several samples adds them as it copies its product from the gather buffer to y:
   // the same sum, then the same addition, so y does not depend on the tiling (nor on the thread count).
-  void forward_tile(const float* input, const float* weights, const float* bias, float* output, int64_t tile_index,
+  // Item `item` of parallel_over_tiles: filter block item % filter_blocks() of tile item / filter_blocks().
+  void forward_tile(const float* input, const float* weights, const float* bias, float* output, int64_t item,
                     SlotBuffers buffers, PostOp post_op) const {
+    const int64_t blocks = filter_blocks(), tile_index = item / blocks;
+    const auto [k_begin, k_end] = filter_block(item % blocks, blocks);
     const Tile tile = tiling.tile(tile_index);
     const bool relu = post_op == PostOp::relu;
     const bool single_sample = tile.samples() == 1;
@@ -719,19 +762,21 @@ struct Conv2dPlan::Impl {
     const int64_t taps = geometry.taps();
     for (int64_t g = 0; g < params.groups; ++g) {
       // Several small samples side by side: the product lands in the gather buffer and is spread back to y.
-      float* product = single_sample ? output + output_offset(tile.n_begin, g, 0) + tile.pixel_begin : buffers.gather;
+      // (A filter block of several samples is all filters: see filter_blocks.)
+      float* product =
+          single_sample ? output + output_offset(tile.n_begin, g, k_begin) + tile.pixel_begin : buffers.gather;
       const int64_t product_stride = single_sample ? output_pixels : buffer_stride(tile.width());
-      const float* weights_g = weights + g * group_out_channels * col_rows;
+      const float* weights_g = weights + (g * group_out_channels + k_begin) * col_rows;
       for (int64_t b = 0; b < lowering_blocks; ++b) {
         const auto [c_begin, c_end] = channel_block(b, lowering_blocks);
         const Columns cols = lower(input, g, c_begin, c_end, tile, buffers.col);
         // (The gather buffer is read straight back: ordinary stores.)
         kernels::GemmEpilogue epilogue{.accumulate = c_begin > 0, .non_temporal = single_sample && streams_output};
         if (single_sample && c_end == group_in_channels) {
-          epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels;
+          epilogue.bias = bias == nullptr ? nullptr : bias + g * group_out_channels + k_begin;
           epilogue.relu = relu;
         }
-        kernels::conv_gemm(Transpose::no, group_out_channels, tile.width(), (c_end - c_begin) * taps,
+        kernels::conv_gemm(Transpose::no, k_end - k_begin, tile.width(), (c_end - c_begin) * taps,
                            weights_g + c_begin * taps, col_rows, cols.data, cols.stride, product, product_stride,
                            epilogue, buffers.panels, next_image(g));
       }
@@ -870,7 +915,8 @@ std::string Conv2dPlan::describe() const {
                                                          : "im2col + GEMM";
   return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
-         " pixels, " + std::to_string(plan.tiling.count()) + " tiles, dW in " + std::to_string(plan.weight_chunks) +
+         " pixels, " + std::to_string(plan.tiling.count()) + " tiles" +
+         (plan.filter_blocks() > 1 ? " x " + std::to_string(plan.filter_blocks()) + " filter blocks" : "") + ", dW in " + std::to_string(plan.weight_chunks) +
          " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks" +
          (plan.streams_output
               ? plan.streams_input_grad ? ", non-temporal stores of y and dx" : ", non-temporal stores of y"
