@@ -475,8 +475,8 @@ TEST_CASE("conv2d: batch-1 forward on fewer tiles than threads splits the filter
     const auto bias = convgemm::testing::random_floats(shapes.bias, rng);
     const auto forward = [&](const Conv2dPlan& plan, PostOp post_op) {
       std::vector<float> output(static_cast<size_t>(element_count(shapes.output)));
-      plan.forward({input.data(), shapes.input}, {weights.data(), shapes.weights}, bias,
-                   {output.data(), shapes.output}, post_op);
+      plan.forward({input.data(), shapes.input}, {weights.data(), shapes.weights}, bias, {output.data(), shapes.output},
+                   post_op);
       return output;
     };
     const Conv2dPlan one_thread(params, {.threads = 1});

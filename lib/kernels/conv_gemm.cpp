@@ -13,7 +13,7 @@ namespace convgemm::kernels {
 namespace {
 
 #ifdef CONVGEMM_HAVE_AVX512
-constexpr int64_t row_block = 8;                          // MR: rows of C per micro-tile
+constexpr int64_t row_block = conv_gemm_row_block;  // MR: rows of C per micro-tile
 // ...except a C of 9, 18, 27 or 36 rows (backward-data's W^T of 1-4 channels under a 3x3 filter), which runs in
 // 9-row micro-tiles (27 accumulators: 31 of the 32 vector registers with B's three and the broadcast), so that
 // every micro-panel of B (a tile of dY, streamed from memory) is read by as few row blocks as possible with as many
@@ -146,8 +146,8 @@ CONVGEMM_AVX512 __attribute__((always_inline)) inline void micro_step(__m512 (&a
 // The accumulators at the start of a micro-tile: C's values (from_c), else zero.
 template <int rows, int vectors, Start start>
 CONVGEMM_AVX512 __attribute__((always_inline)) inline void start_tile(__m512 (&acc)[rows][vectors],
-                                                                      const __mmask16 (&masks)[vectors],
-                                                                      const float* c, int64_t ldc) {
+                                                                      const __mmask16 (&masks)[vectors], const float* c,
+                                                                      int64_t ldc) {
 #pragma GCC unroll 9
   for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 3
@@ -256,8 +256,10 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
 template <bool may_stream, class Body>
 inline void with_epilogue(Start start, bool last, bool non_temporal, const Body& body) {
   const auto ends = [&]<Start s>() {
-    if (last) body.template operator()<s, true, false>();
-    else body.template operator()<s, false, false>();
+    if (last)
+      body.template operator()<s, true, false>();
+    else
+      body.template operator()<s, false, false>();
   };
   switch (start) {
     case Start::fresh:
@@ -461,9 +463,7 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   const int64_t full_panels = n / column_block, full_columns = full_panels * column_block;
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
     const int64_t kc = std::min(depth_block, k - l0);
-    const Start start = l0 == 0 && !epilogue.accumulate ? Start::fresh
-                        : compact                          ? Start::add_after
-                                                           : Start::from_c;
+    const Start start = l0 == 0 && !epilogue.accumulate ? Start::fresh : compact ? Start::add_after : Start::from_c;
     const bool last = l0 + kc == k;
     // Micro-tiles from row block i and column j0 on, `run` of them in one call.
     const auto tiles = [&](int64_t i, int64_t j0, const float* b_tile, int64_t b_ld, const TileRun& run,

@@ -32,6 +32,9 @@ struct GemmEpilogue {
 
 // The columns of C one micro-tile of the kernel covers: a GEMM whose n is a multiple of it has no ragged edge.
 inline constexpr int64_t conv_gemm_column_block = 48;
+// The rows of C one micro-tile covers (most GEMMs; see conv_gemm.cpp): a block of A's rows that is a multiple of it
+// has no thinner micro-tile.
+inline constexpr int64_t conv_gemm_row_block = 8;
 
 // A B whose rows are at most this many floats longer than n (a column tile or gathered dY whose rows are padded to
 // whole cache lines) counts as compact: it is read in place. A B read from a wider matrix (a 1x1 convolution's
@@ -53,9 +56,10 @@ int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
 // panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a B is read in
-// place, slower where it spans several micro-panels, with the same sums). next_b: the B of the caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's
-// image or dY), else null; such a GEMM asks for each next micro-panel of its B, and during its last one for the first
-// of next_b, to be brought into cache while it multiplies. Only a hint.
+// place, slower where it spans several micro-panels, with the same sums). next_b: the B of the caller's next GEMM
+// (same k and ldb) where B comes from memory (a 1x1 convolution's image or dY), else null; such a GEMM asks for each
+// next micro-panel of its B, and during its last one for the first of next_b, to be brought into cache while it
+// multiplies. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
                const float* next_b = nullptr);

@@ -123,9 +123,8 @@ constexpr int64_t min_tile_pixels = 512;
 // Splitting one sample over threads stops at tiles this narrow: below it the GEMMs cost more than they share.
 constexpr int64_t min_split_tile_pixels = 64;
 // Forward's filter blocks (see filter_blocks): at least this many filters each, cut at the GEMM kernel's micro-tile
-// rows.
+// rows (kernels::conv_gemm_row_block).
 constexpr int64_t min_filter_block_rows = 32;
-constexpr int64_t filter_block_rows = 8;
 // backward-weights splits each group's input channels into blocks (so one sample can use several threads) with
 // at least this many columns of dW per block. Shape-only, like every choice that affects dW's summation order.
 constexpr int64_t min_weight_block_columns = 512;
@@ -207,7 +206,7 @@ struct Tile {
 struct Tiling {
   int64_t batch = 0, output_pixels = 0;
   int64_t samples_per_tile = 0, tile_pixels = 0, tiles_per_sample = 0, sample_groups = 0;
-  int64_t multiple = 1;  // where tiles inside a sample may end (the last excepted)
+  int64_t multiple = 1;   // where tiles inside a sample may end (the last excepted)
   bool balanced = false;  // tile t of a sample starts at balanced_begin(t), else at t * tile_pixels
 
   Tiling() = default;
@@ -507,12 +506,14 @@ struct Conv2dPlan::Impl {
   }
   int64_t filter_blocks() const {
     if (!forward_within_samples() || tiling.samples_per_tile > 1 || tiling.tiles_per_sample >= threads) return 1;
-    return std::clamp<int64_t>(group_out_channels / min_filter_block_rows, 1, ceil_div(threads, tiling.tiles_per_sample));
+    return std::clamp<int64_t>(group_out_channels / min_filter_block_rows, 1,
+                               ceil_div(threads, tiling.tiles_per_sample));
   }
   // Filters [begin, end) of block b of filter_blocks(): ends on whole micro-tile rows (8), the last excepted.
   std::pair<int64_t, int64_t> filter_block(int64_t b, int64_t blocks) const {
     const auto begin = [&](int64_t i) {
-      return i == blocks ? group_out_channels : i * group_out_channels / blocks / filter_block_rows * filter_block_rows;
+      constexpr int64_t rows = kernels::conv_gemm_row_block;
+      return i == blocks ? group_out_channels : i * group_out_channels / blocks / rows * rows;
     };
     return {begin(b), begin(b + 1)};
   }
@@ -916,8 +917,9 @@ std::string Conv2dPlan::describe() const {
   return std::string(path) + ", " + std::to_string(plan.threads) + " threads, tiles of " +
          std::to_string(plan.tiling.samples_per_tile) + " sample(s) x " + std::to_string(plan.tiling.tile_pixels) +
          " pixels, " + std::to_string(plan.tiling.count()) + " tiles" +
-         (plan.filter_blocks() > 1 ? " x " + std::to_string(plan.filter_blocks()) + " filter blocks" : "") + ", dW in " + std::to_string(plan.weight_chunks) +
-         " chunks x " + std::to_string(plan.weight_blocks) + " channel blocks" +
+         (plan.filter_blocks() > 1 ? " x " + std::to_string(plan.filter_blocks()) + " filter blocks" : "") +
+         ", dW in " + std::to_string(plan.weight_chunks) + " chunks x " + std::to_string(plan.weight_blocks) +
+         " channel blocks" +
          (plan.streams_output
               ? plan.streams_input_grad ? ", non-temporal stores of y and dx" : ", non-temporal stores of y"
               : "");
