@@ -340,12 +340,13 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
   // Tiles inside a sample make the 1x1 GEMM read its image from the wider input (the panel buffer path): the first
   // row block copies each micro-panel as it reads it, for the others, and every row block prefetches part of the next
   // one, across K blocks (depths over 256), ragged last panels (two tiles of 240 and 197 pixels per sample), depths
-  // under 16 (copied after the steps), row blocks of every height, and into the next group's or tile's image.
+  // under 16 (copied after the steps), row blocks of every height, and into the next group's or tile's image. Up to
+  // 256 filters stream; 264 pack K blocks of all of the tile instead.
   int streamed = 0;
   for (const int64_t groups : {1, 2}) {
     for (const int64_t channels : {1, 15, 16, 128, 129, 260}) {
       if (groups > 1 && channels == 1) continue;  // depthwise: the direct kernel, no GEMM
-      for (const int64_t filters : {3, 8, 13, 64}) {
+      for (const int64_t filters : {3, 8, 13, 64, 72, 256, 264}) {
         const Conv2dParams params{.batch = 2,
                                   .in_channels = groups * channels,
                                   .in_height = 19,
@@ -361,7 +362,7 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
       }
     }
   }
-  CHECK(streamed == 44);
+  CHECK(streamed == 77);
 }
 
 // The pixels per tile, from describe()'s "tiles of S sample(s) x P pixels".
@@ -382,8 +383,8 @@ TEST_CASE("conv2d: tiles narrower than a micro-panel read the image and dY in pl
   // dW; caps shrink by a quarter from one thread's need down to the narrowest tiling; every plan is checked against
   // the oracle, and forward's y bit for bit against the uncapped plan's (wide tiles, panels).
   const std::vector<Conv2dParams> problems = {
-      // 1x1: K of 12 (shorter than 16 steps) and 260 (two streamed K blocks); 8 filters (streamed panels) and 72
-      // (packed panels, row blocks outermost)
+      // 1x1: K of 12 (shorter than 16 steps) and 260 (two streamed K blocks), under 8 and 72 filters (streamed
+      // panels)
       {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 8, .has_bias = true},
       {.batch = 1, .in_channels = 260, .in_height = 11, .in_width = 13, .out_channels = 8, .has_bias = true},
       {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 72, .has_bias = true},
@@ -532,6 +533,33 @@ TEST_CASE("conv2d: a 1x1 forward over whole samples reads each image in place wh
       Conv2dTester(problems[i], 700 + i).check(plan);
     }
   }
+}
+
+TEST_CASE("conv2d: a 1x1 backward-data streams a deep dY under few channels through the panel buffer", "[conv2d]") {
+  // A 1x1 convolution's backward-data multiplies whole samples: dx = W^T * dY in one GEMM per sample. Under at most
+  // 64 channels (W^T's rows) and over more than 128 filters (its depth), that GEMM copies dY micro-panel by
+  // micro-panel into the panel buffer, 256 filters deep per pass (300 filters: two passes, the second starting from
+  // dx), its micro-tiles broadcasting W^T's rows; with ragged last micro-panels (1110 pixels), row blocks of every
+  // height (1, 13 and 64 channels), and the next sample's dY prefetched. 65 channels, or 128 filters, read dY in
+  // place and need no panel buffer.
+  int streamed = 0;
+  for (const int64_t channels : {1, 13, 64, 65}) {
+    for (const int64_t filters : {128, 129, 300}) {
+      const Conv2dParams params{
+          .batch = 3, .in_channels = channels, .in_height = 30, .in_width = 37, .out_channels = filters};
+      INFO(describe(params));
+      const Conv2dTester tester(params, 900 + static_cast<uint64_t>(channels * filters));
+      for (const int threads : {1, 2}) {
+        const Conv2dPlan plan(params, {.threads = threads, .parallelism = Parallelism::across_batch});
+        INFO(plan.describe());
+        REQUIRE_FALSE(plan.uses_im2col());
+        REQUIRE(plan.describe().find("tiles of 1 sample(s)") != std::string::npos);  // the GEMM writes dx
+        streamed += plan.workspace_bytes(Conv2dDirection::backward_data) > 0;
+        tester.check(plan, threads == 2);
+      }
+    }
+  }
+  CHECK(streamed == 3 * 2 * 2);  // 1, 13 and 64 channels over 129 and 300 filters, 1 and 2 threads
 }
 
 TEST_CASE("conv2d: backward-data writes every row of dx, also rows no output reads, over many tiles per sample",

@@ -35,16 +35,28 @@ constexpr int64_t l1_resident_b_bytes = 32 << 10;
 constexpr int64_t max_inner = conv_gemm_max_depth;
 constexpr int64_t max_transposed_rows = 512;
 // The most rows of A for which a B read from a wider matrix is streamed one micro-panel at a time (see
-// multiply_streamed_panels): the micro-panel's 48 columns of C (12 KiB) stay in L1 with the panel, mostly.
-constexpr int64_t panel_order_max_rows = 64;
+// multiply_streamed_panels): every row block multiplies the micro-panel while it is in L1, and C is written once per
+// stream_depth_block of K. For forward's W up to 256 rows, against packing K blocks of 128 rows of all of B (the
+// order taller A keeps), ResNet-50's 1x1 forwards (batch 16, 2 threads, medians of 15 calls, two rounds): 256->128
+// filters at 56x56 +20-33 %, 512->128 at 28x28 +17 %, 256->256 at 28x28 +12 %, 128->128 at 28x28 +10 %; 512 filters
+// lost (128->512 at 28x28 and 256->1024 at 14x14: 0.94x). For backward-data's W^T, 64 rows: at 128 rows level, at
+// 256 rows 0.95x.
+constexpr int64_t streamed_max_rows = 256;
+constexpr int64_t streamed_max_transposed_rows = 64;
 // The depth of a streamed micro-panel: up to 256 rows of B in one pass rather than 128, so that C is written once
 // over the 256 channels of r50_1x1a (its forward +3-4 %, medians of 5-9 alternating runs in three A/Bs; 192 + 64
 // level), though its 48 KiB micro-panel then shares L1 with A's rows and C.
 constexpr int64_t stream_depth_block = 2 * k_block;
 // Whether B is read in place (see conv_gemm_row_padding).
 constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
-// Both the loop and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
-constexpr bool packs_panel_at_a_time(int64_t m) { return m <= panel_order_max_rows; }
+constexpr bool packs_panel_at_a_time(int64_t m, bool transposed) {
+  return m <= (transposed ? streamed_max_transposed_rows : streamed_max_rows);
+}
+// Whether conv_gemm_avx512 streams B one micro-panel at a time when given a panel buffer (see there): both the loop
+// and the panel buffer's size (conv_gemm_panel_floats) follow this one test.
+constexpr bool streams_panels(int64_t m, int64_t k, bool transposed, bool compact) {
+  return packs_panel_at_a_time(m, transposed) && (!compact || (transposed && k > k_block));
+}
 
 // How a micro-tile treats the C already there:
 // - fresh: overwrites it (the first K block of a GEMM that does not accumulate);
@@ -181,7 +193,8 @@ struct TileOutput {
 };
 
 // A full micro-tile (48 columns, 16 or more steps of l, so at least two groups of prefetch_every) of a streamed B, A's
-// columns contiguous (forward's W), its stream's work spread over the steps (see multiply_streamed_panels): after
+// columns contiguous (forward's W) or, transposed_a, its rows (backward-data's W^T, a(i, l) = a[i + l * acs]), its
+// stream's work spread over the steps (see multiply_streamed_panels): after
 // every prefetch_every steps it asks for the next rows of its share of the next micro-panel (the share over the
 // groups, rounded up: a prefetch past the share, of rows another row block asks for or of none, costs nothing).
 // `in_place`: B is read where it is (leading dimension ldb): by the first row block of a B inside a wider matrix, which
@@ -190,8 +203,8 @@ struct TileOutput {
 // buffer, whose leading dimension is then a constant. A function of its own with few values live around its loop: as
 // a branch of micro_tile_body, and with B's leading dimension a run-time value, GCC kept B's eight row pointers of a
 // group on the stack (r50_1x1a's forward GEMM alone, one thread, /tmp harness: 160-184 against 191-200 GFLOP/s).
-template <int rows, Start start, bool last, bool non_temporal, bool copies, bool in_place>
-CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const float* b, int64_t ldb,
+template <int rows, Start start, bool last, bool non_temporal, bool copies, bool in_place, bool transposed_a>
+CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
                                  const TileOutput& out, const PanelStream& stream) {
   constexpr int vectors = column_block / 16;
   const __mmask16 masks[vectors] = {0xFFFF, 0xFFFF, 0xFFFF};
@@ -206,16 +219,16 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, const 
   for (; l0 + prefetch_every <= kc; l0 += prefetch_every) {
 #pragma GCC unroll 8
     for (int64_t l = l0; l < l0 + prefetch_every; ++l) {
-      micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
-                                        copies ? copy_to + l * column_block : nullptr);
+      micro_step<rows, vectors, copies>(acc, masks, transposed_a ? a + l * acs : a + l, transposed_a ? 1 : ars,
+                                        b + l * b_ld, copies ? copy_to + l * column_block : nullptr);
     }
     for (int64_t row = 0; row < per_group; ++row) {
       prefetch_panel_row(stream.prefetch_from + l0 / prefetch_every * group_ld + row * stream.ldb);
     }
   }
   for (int64_t l = l0; l < kc; ++l) {
-    micro_step<rows, vectors, copies>(acc, masks, a + l, ars, b + l * b_ld,
-                                      copies ? copy_to + l * column_block : nullptr);
+    micro_step<rows, vectors, copies>(acc, masks, transposed_a ? a + l * acs : a + l, transposed_a ? 1 : ars,
+                                      b + l * b_ld, copies ? copy_to + l * column_block : nullptr);
   }
   store_tile<rows, vectors, start, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
@@ -298,13 +311,23 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
   static const bool short_tiles_full = !cpu_is_amd_zen5();
   if (columns == 16 * vectors && (kc >= 16 || short_tiles_full)) {
     if constexpr (vectors == column_block / 16) {
-      // (A transposed, whose columns are not contiguous, streams after its steps; so does a tile of fewer than two
-      // groups of prefetch_every steps.)
-      if (stream != nullptr && acs == 1 && kc >= 2 * prefetch_every) {
+      // A transposed (W^T) streams over its steps where B is the panel buffer or is copied into it; over a compact B
+      // read in place, whose stream only prefetches, that loop (A's and B's strides both run-time values) ran
+      // r50_1x1a's backward-data at 0.75x, so there it streams after its steps. So does an A with neither its rows
+      // nor its columns contiguous, and a tile of fewer than two groups of prefetch_every steps.
+      const auto over_steps = [&] {
+        return acs == 1 || (ars == 1 && (stream->copy_to != nullptr || ldb == column_block));
+      };
+      if (stream != nullptr && kc >= 2 * prefetch_every && over_steps()) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies, bool in_place>() {
           with_epilogue<may_stream>(start, last, streams_c, [&]<Start c_start, bool last_block, bool around_cache>() {
-            stream_tile<rows, c_start, last_block, around_cache, copies, in_place>(kc, a, ars, b, ldb, out, *stream);
+            if (acs == 1) {
+              return stream_tile<rows, c_start, last_block, around_cache, copies, in_place, false>(kc, a, ars, acs, b,
+                                                                                                   ldb, out, *stream);
+            }
+            stream_tile<rows, c_start, last_block, around_cache, copies, in_place, true>(kc, a, ars, acs, b, ldb, out,
+                                                                                         *stream);
           });
         };
         if (stream->copy_to != nullptr) return streamed.template operator()<true, true>();
@@ -384,8 +407,9 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
   }
 }
 
-// A B inside a wider matrix under at most panel_order_max_rows rows of A (a 1x1 convolution's image under its
-// filters): one micro-panel at a time, K blocks outermost. The first row block reads the micro-panel in place and
+// A B inside a wider matrix under at most streamed_max_rows rows of A (a 1x1 convolution's image under its filters),
+// or streamed_max_transposed_rows of W^T (a tile of dY, or a 1x1 convolution's whole-sample dY): one micro-panel at a
+// time, K blocks outermost. The first row block reads the micro-panel in place and
 // stores each row it loads into the panel buffer, which the other row blocks then read (from L1 and L2, with the
 // buffer's one stride rather than the image's, whose rows are thousands of bytes apart); meanwhile every row block
 // asks for its share of the next micro-panel's rows, one every prefetch_every steps, so that B streams from memory
@@ -441,24 +465,30 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // wins: forward of batch-1 r50_3x3b (K = 1152) +8-10 %, alex_g2 (1200) +3-10 %, lenet2 (288) +5-8 %, vgg_1_2
 // (576) +5-8 %, r50_3x3a (576) +3-6 %, r50_3x3b +5 %, r50_c1 (147) level to +5 % (2 threads, medians of 3-7
 // alternating runs, in two A/Bs). Not for backward-data's W^T over a deep dY (r50_3x3d, K = 512: 0.95x).
-// A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: up to
-// panel_order_max_rows rows of A (a 1x1 convolution's filters) by multiply_streamed_panels, one micro-panel at a time.
-// Taller A (backward-data's W^T, hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer
-// in L1) packs the whole K block (it stays in L2), and then row blocks are outermost: each 8-row block of C is
-// written left to right, a few long runs, instead of every row of C taking a 192-byte piece per panel.
-// Without a panel buffer (a tile narrower than a micro-panel under a tight workspace cap), a B inside a wider matrix
-// is read in place by every row block, in the K blocks the panel loops would take, so that C gets the same sums.
+// A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: under a short A (see
+// packs_panel_at_a_time) by multiply_streamed_panels, one micro-panel at a time. Taller A (backward-data's W^T,
+// hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer in L1) packs the whole K block
+// (it stays in L2), and then row blocks are outermost: each 8-row block of C is written left to right, a few long
+// runs, instead of every row of C taking a 192-byte piece per panel. A compact B under a short W^T deeper than one K
+// block (a 1x1 convolution's whole-sample dY under at most 64 channels) streams too: read in place one K block of 128
+// rows at a time, C (dx) was written, read back and written again. ResNet-50's 64 <- 256 channels at 56x56, backward-
+// data: +8-10 % (2 threads, medians of 15 calls, three rounds of both; 0.92x in a harness whose buffers were exact
+// page multiples, which no other layout repeated).
+// Without a panel buffer (a tile narrower than a micro-panel under a tight workspace cap, tiles of several samples), a
+// B inside a wider matrix is read in place by every row block, in the K blocks the panel loops would take. (Every K
+// block after the first starts from C, so C gets the sums of one pass in any case.)
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {
+  const bool transposed = acs != 1;  // backward-data's W^T
   const bool compact = b_is_compact(n, ldb);
-  const bool pack = !compact && panels != nullptr;
   const Blocks row_blocks = gemm_row_blocks(m);
-  if (pack && packs_panel_at_a_time(m)) {
+  if (panels != nullptr && streams_panels(m, k, transposed, compact)) {
     return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
   }
-  const bool one_pass = compact && acs == 1;  // forward's W
-  const bool stands_in_for_stream = !compact && !pack && packs_panel_at_a_time(m);
+  const bool pack = !compact && panels != nullptr;
+  const bool one_pass = compact && !transposed;  // forward's W over a column tile
+  const bool stands_in_for_stream = !compact && !pack && packs_panel_at_a_time(m, transposed);
   const int64_t depth_block = one_pass ? k : stands_in_for_stream ? stream_depth_block : k_block;
   const int64_t full_panels = n / column_block, full_columns = full_panels * column_block;
   for (int64_t l0 = 0; l0 < k; l0 += depth_block) {
@@ -769,16 +799,19 @@ void weight_gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t
 
 }  // namespace
 
-int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k) {
+int64_t conv_gemm_panel_floats(Transpose transpose_a, int64_t m, int64_t n, int64_t k, int64_t ldb) {
   constexpr int64_t panel = conv_gemm_column_block;
 #ifdef CONVGEMM_HAVE_AVX512
   static_assert(panel == column_block);
-  // An A of at most 64 rows streams one micro-panel at a time (see multiply_streamed_panels), a taller one packs a K
-  // block of all of B: for a B of one micro-panel the shorter A needs the larger buffer (256 rows deep against 128),
-  // and a caller that sizes one buffer for blocks of A of several heights (backward-data's channel blocks, 8 and 7
-  // channels of a 3 x 3 filter: 72 and 63 rows) passes the tallest, so the size covers every height up to m.
+  // A short A streams one micro-panel at a time (see multiply_streamed_panels), a taller one packs a K block of all
+  // of B: for a B of one micro-panel the shorter A needs the larger buffer (256 rows deep against 128), and a caller
+  // that sizes one buffer for blocks of A of several heights (backward-data's channel blocks, 8 and 7 channels of a
+  // 3 x 3 filter: 72 and 63 rows) passes the tallest, so the size covers every height up to m. A compact B needs
+  // none unless it streams.
+  const bool transposed = transpose_a == Transpose::yes, compact = b_is_compact(n, ldb);
   const int64_t streamed = std::min(k, stream_depth_block) * panel;
-  if (packs_panel_at_a_time(m)) return streamed;
+  if (streams_panels(m, k, transposed, compact)) return streamed;
+  if (compact) return 0;
   return std::max(streamed, std::min(k, k_block) * ((n + panel - 1) / panel) * panel);
 #else
   return 0;

@@ -7,11 +7,12 @@
 // kernel (8 rows x 48 columns of accumulators in registers, the epilogue applied in registers before the one store)
 // runs these shapes faster up to K = 2048. It reads a compact B (a column tile, see conv_gemm_row_padding) in place; a
 // B that is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied into the caller's panel
-// buffer: under at most 64 rows of A one micro-panel at a time, by the first row block's micro-tile as it reads it in
-// place (one buffer), else one K block at a time. Deeper K, and backward-data beyond 512 rows of W^T over more than one
-// K block, stay with OpenBLAS (faster there, see conv_gemm.cpp); forward lowers deeper column matrices in blocks of at
-// most conv_gemm_depth_block rows and adds the blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate
-// epilogue pass; so does everything when CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
+// buffer: under at most 256 rows of W or 64 of W^T one micro-panel at a time, by the first row block's micro-tile as
+// it reads it in place (one buffer), else one K block at a time. Deeper K, and backward-data beyond 512 rows of W^T
+// over more than one K block, stay with OpenBLAS (faster there, see conv_gemm.cpp); forward lowers deeper column
+// matrices in blocks of at most conv_gemm_depth_block rows and adds the blocks' products. CPUs without AVX-512 F get
+// OpenBLAS and a separate epilogue pass; so does everything when CONVGEMM_KERNELS=portable is set in the environment
+// (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"
@@ -51,15 +52,17 @@ inline constexpr int64_t conv_gemm_max_depth = 2048;
 // kernel does not run at all (everything is OpenBLAS then, so no height gains from being split).
 int64_t conv_gemm_max_transposed_rows(int64_t k);
 
-// The floats of the panel buffer conv_gemm needs for an A of up to m rows and a k x n B read from a wider matrix.
-int64_t conv_gemm_panel_floats(int64_t m, int64_t n, int64_t k);
+// The floats of the panel buffer conv_gemm uses for an op(A) of up to m rows and a k x n B with leading dimension
+// ldb: for a B read from a wider matrix, and for a compact one under a W^T of at most 64 rows deeper than one K
+// block (a 1x1 convolution's whole-sample dY, streamed too); 0 where it uses none.
+int64_t conv_gemm_panel_floats(Transpose transpose_a, int64_t m, int64_t n, int64_t k, int64_t ldb);
 
 // A is op(a) for a row-major a with leading dimension lda: a itself, or its transpose (W^T for backward-data).
-// panels: conv_gemm_panel_floats(m, n, k) floats of scratch when B is not compact (without them, such a B is read in
-// place, slower where it spans several micro-panels, with the same sums). next_b: the B of the caller's next GEMM
-// (same k and ldb) where B comes from memory (a 1x1 convolution's image or dY), else null; such a GEMM asks for each
-// next micro-panel of its B, and during its last one for the first of next_b, to be brought into cache while it
-// multiplies. Only a hint.
+// panels: conv_gemm_panel_floats(transpose_a, m, n, k, ldb) floats of scratch, or null (without them, a B that is not
+// compact is read in place, slower where it spans several micro-panels, with the same sums). next_b: the B of the
+// caller's next GEMM (same k and ldb) where B comes from memory (a 1x1 convolution's image or dY), else null; such a
+// GEMM asks for each next micro-panel of its B, and during its last one for the first of next_b, to be brought into
+// cache while it multiplies. Only a hint.
 void conv_gemm(Transpose transpose_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, GemmEpilogue epilogue = {}, float* panels = nullptr,
                const float* next_b = nullptr);

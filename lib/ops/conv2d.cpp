@@ -566,9 +566,10 @@ struct Conv2dPlan::Impl {
     return (width + line - 1) / line * line;
   }
   // The GEMM's panel buffer (kernels::conv_gemm), for a B read in place from a wider matrix: forward's image of a
-  // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles (a 1x1 convolution's
-  // backward-data multiplies whole samples, see backward_data_item). Not for tiles narrower than one
-  // micro-panel (a tight workspace cap), where it would outgrow the tile: those GEMMs read their B in place.
+  // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles; and for a 1x1
+  // convolution's backward-data, which multiplies whole samples (see backward_data_item) and streams a deep dY under
+  // few channels. Not for tiles narrower than one micro-panel (a tight workspace cap), where it would outgrow the
+  // tile: those GEMMs read their B in place.
   // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
   // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
@@ -578,6 +579,10 @@ struct Conv2dPlan::Impl {
           group_out_channels, largest_channel_block(weight_blocks) * geometry.taps(), weight_tiling.width()));
     }
     const bool forward = direction == Conv2dDirection::forward;
+    if (!forward && writes_input_grad_directly()) {
+      return float_bytes(kernels::conv_gemm_panel_floats(Transpose::yes, largest_channel_block(data_blocks),
+                                                         output_pixels, group_out_channels, output_pixels));
+    }
     const bool in_place = (forward && path == Path::pointwise_gemm) || (direction == Conv2dDirection::backward_data &&
                                                                          path == Path::im2col_gemm);
     if (!in_place || tiling.samples_per_tile > 1 || tiling.tiles_per_sample == 1 ||
@@ -587,8 +592,9 @@ struct Conv2dPlan::Impl {
     // A's rows: forward's filters, or backward-data's largest block of channels (the size covers every smaller block:
     // see conv_gemm_panel_floats).
     const int64_t rows = forward ? group_out_channels : largest_channel_block(data_blocks) * geometry.taps();
-    return float_bytes(
-        kernels::conv_gemm_panel_floats(rows, tiling.width(), forward ? col_rows : group_out_channels));
+    return float_bytes(kernels::conv_gemm_panel_floats(forward ? Transpose::no : Transpose::yes, rows, tiling.width(),
+                                                       forward ? col_rows : group_out_channels,
+                                                       forward ? input_pixels : output_pixels));
   }
   size_t slot_bytes(Conv2dDirection direction) const {
     if (direction == Conv2dDirection::backward_bias) return 0;
@@ -813,15 +819,16 @@ struct Conv2dPlan::Impl {
     for (int64_t g = 0; g < params.groups; ++g) {
       const float* weights_block = weights + g * group_out_channels * col_rows + c_begin * block.taps();
       if (writes_directly) {
-        // A 1x1 convolution's dx = W^T * dY for the whole sample in one GEMM, whatever its tiles: dY is then read in
-        // place as a compact B, no panels copied, and C is dx itself: r50_1x1a's backward-data +7 % against the
-        // sample's tiles of 480 pixels (2 threads, medians of 7 alternating runs). The next sample's dY, which this
-        // thread most likely multiplies next, is where the GEMM's prefetches go on at its end.
+        // A 1x1 convolution's dx = W^T * dY for the whole sample in one GEMM, whatever its tiles: dY is then a
+        // compact B, read in place (or streamed through the panels under few channels, see panel_bytes), and C is dx
+        // itself: r50_1x1a's backward-data +7 % against the sample's tiles of 480 pixels (2 threads, medians of 7
+        // alternating runs). The next sample's dY, which this thread most likely multiplies next, is where the GEMM's
+        // prefetches go on at its end.
         const int64_t n = tiling.tile(first_tile).n_begin;
         kernels::conv_gemm(Transpose::yes, rows, output_pixels, group_out_channels, weights_block, col_rows,
                            output_grad + output_offset(n, g, 0), output_pixels,
                            input_channels(input_grad, n, g, c_begin), input_pixels,
-                           {.non_temporal = streams_input_grad}, nullptr,
+                           {.non_temporal = streams_input_grad}, buffers.panels,
                            n + 1 < params.batch ? output_grad + output_offset(n + 1, g, 0) : nullptr);
         continue;
       }
