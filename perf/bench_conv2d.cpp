@@ -8,6 +8,7 @@
 // write the result once (see prepare_memory_bound).
 #include <convgemm/convgemm.hpp>
 
+#include <CLI/CLI.hpp>
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #ifdef CONVGEMM_BENCH_ONEDNN
@@ -43,6 +44,25 @@ const Shape shapes[] = {
     {"r50_3x3c", 16, 256, 14, 14, 256, 3, 3, 1, 1, 1}, {"r50_3x3d", 16, 512, 7, 7, 512, 3, 3, 1, 1, 1},
     {"vgg_1_2", 8, 64, 224, 224, 64, 3, 3, 1, 1, 1},   {"alex_g2", 16, 96, 27, 27, 256, 5, 5, 1, 2, 2},
     {"dw", 16, 128, 56, 56, 128, 3, 3, 1, 1, 128},     {"r50_3x3b_n1", 1, 128, 28, 28, 128, 3, 3, 1, 1, 1},
+};
+
+// With --resnet50-1x1: the rest of ResNet-50's 1x1 convolutions (v1.5, batch 16; the suite has r50_1x1a), named
+// r50_1x1_<C>_<K>_<H>, s2 for the stride-2 projections of the shortcut.
+const Shape resnet50_1x1_shapes[] = {
+    {"r50_1x1_64_64_56", 16, 64, 56, 56, 64, 1, 1, 1, 0, 1},
+    {"r50_1x1_64_256_56", 16, 64, 56, 56, 256, 1, 1, 1, 0, 1},
+    {"r50_1x1_256_128_56", 16, 256, 56, 56, 128, 1, 1, 1, 0, 1},
+    {"r50_1x1_256_512_56s2", 16, 256, 56, 56, 512, 1, 1, 2, 0, 1},
+    {"r50_1x1_512_128_28", 16, 512, 28, 28, 128, 1, 1, 1, 0, 1},
+    {"r50_1x1_128_512_28", 16, 128, 28, 28, 512, 1, 1, 1, 0, 1},
+    {"r50_1x1_512_256_28", 16, 512, 28, 28, 256, 1, 1, 1, 0, 1},
+    {"r50_1x1_512_1024_28s2", 16, 512, 28, 28, 1024, 1, 1, 2, 0, 1},
+    {"r50_1x1_1024_256_14", 16, 1024, 14, 14, 256, 1, 1, 1, 0, 1},
+    {"r50_1x1_256_1024_14", 16, 256, 14, 14, 1024, 1, 1, 1, 0, 1},
+    {"r50_1x1_1024_512_14", 16, 1024, 14, 14, 512, 1, 1, 1, 0, 1},
+    {"r50_1x1_1024_2048_14s2", 16, 1024, 14, 14, 2048, 1, 1, 2, 0, 1},
+    {"r50_1x1_2048_512_7", 16, 2048, 7, 7, 512, 1, 1, 1, 0, 1},
+    {"r50_1x1_512_2048_7", 16, 512, 7, 7, 2048, 1, 1, 1, 0, 1},
 };
 
 enum class Direction { forward, backward_data, backward_weights };
@@ -319,8 +339,22 @@ void register_sgemm(const std::string& name, int64_t m, int64_t n, int64_t k, in
 
 int main(int argc, char** argv) {
   ensure_fast_blas_kernel(argc, argv);
+  CLI::App app{"bench_conv2d: convgemm's benchmark suite (Google Benchmark)"};
+  bool resnet50_1x1 = false;
+  app.add_flag("--resnet50-1x1", resnet50_1x1, "also the rest of ResNet-50's 1x1 convolutions (r50_1x1_*)");
+  app.footer("Every other argument goes to Google Benchmark (--benchmark_filter=REGEX, --benchmark_list_tests, ...).");
+  app.allow_extras();
+  CLI11_PARSE(app, argc, argv);
+  std::vector<std::string> benchmark_arguments = app.remaining();
+  benchmark_arguments.insert(benchmark_arguments.begin(), argv[0]);
+  std::vector<char*> benchmark_argv;
+  for (std::string& argument : benchmark_arguments) benchmark_argv.push_back(argument.data());
+  int benchmark_argc = static_cast<int>(benchmark_argv.size());
+
+  std::vector<Shape> all_shapes(std::begin(shapes), std::end(shapes));
+  if (resnet50_1x1) all_shapes.insert(all_shapes.end(), std::begin(resnet50_1x1_shapes), std::end(resnet50_1x1_shapes));
   register_sgemm("sgemm/2048", 2048, 2048, 2048, 1);
-  for (const Shape& shape : shapes) {
+  for (const Shape& shape : all_shapes) {
     // The forward GEMM of the whole batch, one group: (K/G) x (C/G*R*S) times (C/G*R*S) x (N*P*Q).
     const Conv2dShapes s = conv2d_shapes(to_params(shape));
     register_sgemm(std::string("sgemm/") + shape.name, shape.K / shape.groups, shape.N * s.output[2] * s.output[3],
@@ -336,7 +370,7 @@ int main(int argc, char** argv) {
     // The peak again just before each direction's minutes of runs: on a shared host the load can change between
     // sections, and the report shows each direction against its own section's figure too.
     register_sgemm(std::string("sgemm/2048/before_") + name_of(direction), 2048, 2048, 2048, 1);
-    for (const Shape& shape : shapes) {
+    for (const Shape& shape : all_shapes) {
       register_conv("im2col", shape, direction, prepare_im2col);
       register_conv("direct", shape, direction, prepare_direct);
       register_conv("memory_bound", shape, direction, prepare_memory_bound);
@@ -347,8 +381,8 @@ int main(int argc, char** argv) {
       if (conv2d_flops(to_params(shape)) <= 2e9) register_conv("direct_naive", shape, direction, prepare_direct_naive);
     }
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::Initialize(&benchmark_argc, benchmark_argv.data());
+  if (benchmark::ReportUnrecognizedArguments(benchmark_argc, benchmark_argv.data())) return 1;
   const RuntimeInfo info = runtime_info();
   benchmark::AddCustomContext("convgemm", info.version);
   // A kernel forced through the environment is named as such: it is not what ensure_fast_blas_kernel would choose.
