@@ -540,10 +540,11 @@ TEST_CASE("conv2d: a 1x1 backward-data streams a deep dY under few channels thro
   // 64 channels (W^T's rows) and over more than 128 filters (its depth), that GEMM copies dY micro-panel by
   // micro-panel into the panel buffer, 256 filters deep per pass (300 filters: two passes, the second starting from
   // dx), its micro-tiles broadcasting W^T's rows; with ragged last micro-panels (1110 pixels), row blocks of every
-  // height (1, 13 and 64 channels), and the next sample's dY prefetched. 65 channels, or 128 filters, read dY in
-  // place and need no panel buffer.
+  // height (1, 13 and 64 channels), and the next sample's dY prefetched. 65 or 72 channels, or 128 filters, read dY
+  // in place and need no panel buffer; under 64 and 72 channels (whole 8-row blocks) one call runs every row block
+  // over a micro-panel, asking for the next one between its tiles.
   int streamed = 0;
-  for (const int64_t channels : {1, 13, 64, 65}) {
+  for (const int64_t channels : {1, 13, 64, 65, 72}) {
     for (const int64_t filters : {128, 129, 300}) {
       const Conv2dParams params{
           .batch = 3, .in_channels = channels, .in_height = 30, .in_width = 37, .out_channels = filters};

@@ -233,15 +233,17 @@ CONVGEMM_AVX512 void stream_tile(int64_t kc, const float* a, int64_t ars, int64_
   store_tile<rows, vectors, start, last, non_temporal>(acc, masks, out.c, out.ldc, out.bias, out.relu);
 }
 
-// Micro-tiles of one row block that one call computes one after the other, each b_step further along B and
-// c_step further along C (a micro-panel on). A call per micro-tile pays the dispatch (the table, first/last/full, 14
-// arguments) and the masks' setup every time, which tiles as short as lenet1's (9 steps of l in forward, 32 in
-// backward-data) feel: with each row block's micro-panels in one call, lenet1's forward +3-5 % and backward-data
-// +0-11 % (2 threads, medians of 5-7 alternating runs against the library before, five and six A/Bs), the other
-// shapes level.
+// Micro-tiles that one call computes one after the other, each b_step further along B, c_step further along C and
+// a_step further along A: the micro-panels of one row block (a micro-panel on), or the row blocks over one
+// micro-panel (8 rows on). A call per micro-tile pays the dispatch (the table, first/last/full, 14 arguments) and the
+// masks' setup every time, which tiles as short as lenet1's (9 steps of l in forward, 32 in backward-data) feel: with
+// each row block's micro-panels in one call, lenet1's forward +3-5 % and backward-data +0-11 % (2 threads, medians
+// of 5-7 alternating runs against the library before, five and six A/Bs), the other shapes level. prefetch: rows of
+// B to ask for, an equal share after each tile.
 struct TileRun {
   int64_t count = 1;
-  int64_t b_step = 0, c_step = 0;
+  int64_t b_step = 0, c_step = 0, a_step = 0;
+  const PanelStream* prefetch = nullptr;
 };
 
 // `runs`: tiles.count tiles rather than one. A template parameter, so that a single tile compiles as straight-line
@@ -254,11 +256,18 @@ CONVGEMM_AVX512 void micro_tile_body(int64_t kc, const float* a, int64_t ars, in
   __mmask16 masks[vectors];
 #pragma GCC unroll 3
   for (int j = 0; j < vectors; ++j) masks[j] = full ? __mmask16(0xFFFF) : first_lanes(columns - 16 * j);
-  for (int64_t t = 0; t < (runs ? tiles.count : 1); ++t, b += tiles.b_step, c += tiles.c_step) {
+  for (int64_t t = 0; t < (runs ? tiles.count : 1); ++t, a += tiles.a_step, b += tiles.b_step, c += tiles.c_step) {
     __m512 acc[rows][vectors];
     start_tile<rows, vectors, start>(acc, masks, c, ldc);
     for (int64_t l = 0; l < kc; ++l) micro_step<rows, vectors>(acc, masks, a + l * acs, ars, b + l * ldb);
     store_tile<rows, vectors, start, last, non_temporal>(acc, masks, c, ldc, bias, relu);
+    if (runs && tiles.prefetch != nullptr) {
+      const PanelStream& next = *tiles.prefetch;
+      for (int64_t row = t * next.prefetch_rows / tiles.count; row < (t + 1) * next.prefetch_rows / tiles.count;
+           ++row) {
+        prefetch_panel_row(next.prefetch_from + row * next.ldb);
+      }
+    }
   }
 }
 
@@ -524,13 +533,25 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
     }
     // With a next_b, B streams from memory (a 1x1 convolution's whole-sample dY): every row block asks for its share
     // of the next micro-panel's rows, which the first row block will read there (r50_1x1a's backward-data +6 %,
-    // medians of 7 alternating runs).
+    // medians of 7 alternating runs). There a full micro-panel under row blocks of 8 rows each (no bias: backward-
+    // data's W^T) runs in one call, the shares asked for between its tiles: r50_1x1a's backward-data +6.5 % (398 ->
+    // 424 GFLOP/s, medians of 5 alternating runs; a /tmp harness 400 -> 428; one call without the shares between
+    // the tiles +2 %). (A run of row blocks everywhere measured 0.95-1.05x by shape, so the other GEMMs keep one call
+    // per micro-tile.)
+    const bool runs_row_blocks = next_b != nullptr && m % row_block == 0 && epilogue.bias == nullptr;
     for (int64_t r0 = 0; r0 < row_blocks.count; r0 += a_row_blocks) {
       const int64_t r_end = std::min(row_blocks.count, r0 + a_row_blocks);
       for (int64_t j0 = 0; j0 < n; j0 += column_block) {
         const float* next_panel = j0 + column_block < n ? b + l0 * ldb + j0 + column_block
                                   : l0 + kc < k         ? b + (l0 + kc) * ldb
                                                         : next_b;
+        if (runs_row_blocks && j0 + column_block <= n) {
+          const PanelStream stream{
+              .prefetch_from = next_panel, .prefetch_rows = next_panel == nullptr ? 0 : kc, .ldb = ldb};
+          tiles(r0, j0, b + l0 * ldb + j0, ldb,
+                {.count = r_end - r0, .c_step = row_block * ldc, .a_step = row_block * ars, .prefetch = &stream});
+          continue;
+        }
         for (int64_t i = r0; i < r_end; ++i) {
           const int64_t begin = (i - r0) * kc / (r_end - r0), end = (i - r0 + 1) * kc / (r_end - r0);
           const PanelStream stream{.prefetch_from = next_panel == nullptr ? nullptr : next_panel + begin * ldb,
