@@ -49,6 +49,7 @@ constexpr int64_t streamed_max_transposed_rows = 64;
 constexpr int64_t stream_depth_block = 2 * k_block;
 // Whether B is read in place (see conv_gemm_row_padding).
 constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
+// Whether A (W, or W^T when transposed) is short enough for the streamed order (the limits above).
 constexpr bool packs_panel_at_a_time(int64_t m, bool transposed) {
   return m <= (transposed ? streamed_max_transposed_rows : streamed_max_rows);
 }
@@ -324,10 +325,8 @@ CONVGEMM_AVX512 void micro_tile(int64_t kc, const float* a, int64_t ars, int64_t
       // read in place, whose stream only prefetches, that loop (A's and B's strides both run-time values) ran
       // r50_1x1a's backward-data at 0.75x, so there it streams after its steps. So does an A with neither its rows
       // nor its columns contiguous, and a tile of fewer than two groups of prefetch_every steps.
-      const auto over_steps = [&] {
-        return acs == 1 || (ars == 1 && (stream->copy_to != nullptr || ldb == column_block));
-      };
-      if (stream != nullptr && kc >= 2 * prefetch_every && over_steps()) {
+      if (stream != nullptr && kc >= 2 * prefetch_every &&
+          (acs == 1 || (ars == 1 && (stream->copy_to != nullptr || ldb == column_block)))) {
         const TileOutput out{c, ldc, bias, relu};
         const auto streamed = [&]<bool copies, bool in_place>() {
           with_epilogue<may_stream>(start, last, streams_c, [&]<Start c_start, bool last_block, bool around_cache>() {
