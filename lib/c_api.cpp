@@ -100,8 +100,18 @@ convgemm::ExecutionOptions to_cpp(const convgemm_execution_options& options) {
     case CONVGEMM_PARALLEL_WITHIN_SAMPLE: parallelism = convgemm::Parallelism::within_sample; break;
     default: throw convgemm::Error(convgemm::Status::invalid_argument, "parallelism", "is not a convgemm_parallelism");
   }
-  return {
-      .threads = options.threads, .parallelism = parallelism, .workspace_limit_bytes = options.workspace_limit_bytes};
+  convgemm::OutputStores output_stores = convgemm::OutputStores::automatic;
+  switch (options.output_stores) {
+    case CONVGEMM_STORES_AUTOMATIC: break;
+    case CONVGEMM_STORES_CACHED: output_stores = convgemm::OutputStores::cached; break;
+    case CONVGEMM_STORES_NON_TEMPORAL: output_stores = convgemm::OutputStores::non_temporal; break;
+    default:
+      throw convgemm::Error(convgemm::Status::invalid_argument, "output_stores", "is not a convgemm_output_stores");
+  }
+  return {.threads = options.threads,
+          .parallelism = parallelism,
+          .workspace_limit_bytes = options.workspace_limit_bytes,
+          .output_stores = output_stores};
 }
 
 convgemm::GradientMode to_mode(int32_t accumulate) {
@@ -335,8 +345,10 @@ convgemm_status convgemm_conv2d_plan_create(const convgemm_conv2d_params* params
 
 convgemm_status convgemm_execution_options_init(convgemm_execution_options* options) {
   return translate_errors([&] {
-    *require_non_null(options, "options") = convgemm_execution_options{
-        .threads = 0, .parallelism = CONVGEMM_PARALLEL_AUTOMATIC, .workspace_limit_bytes = 0};
+    *require_non_null(options, "options") = convgemm_execution_options{.threads = 0,
+                                                                       .parallelism = CONVGEMM_PARALLEL_AUTOMATIC,
+                                                                       .workspace_limit_bytes = 0,
+                                                                       .output_stores = CONVGEMM_STORES_AUTOMATIC};
   });
 }
 

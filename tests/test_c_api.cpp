@@ -300,7 +300,7 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
   std::memset(&options, 0x5a, sizeof options);
   REQUIRE(convgemm_execution_options_init(&options) == CONVGEMM_SUCCESS);
   CHECK((options.threads == 0 && options.parallelism == CONVGEMM_PARALLEL_AUTOMATIC &&
-         options.workspace_limit_bytes == 0));
+         options.workspace_limit_bytes == 0 && options.output_stores == CONVGEMM_STORES_AUTOMATIC));
   CHECK(convgemm_execution_options_init(nullptr) == CONVGEMM_INVALID_ARGUMENT);
 
   const convgemm_conv2d_params params = example_params();
@@ -344,12 +344,67 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
   options.parallelism = static_cast<convgemm_parallelism>(9);
   CHECK(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("parallelism"));
+  options.parallelism = CONVGEMM_PARALLEL_AUTOMATIC;
+  options.workspace_limit_bytes = 0;
+  options.output_stores = static_cast<convgemm_output_stores>(3);
+  CHECK(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
+  CHECK(last_error_names("output_stores"));
+  options.output_stores = CONVGEMM_STORES_AUTOMATIC;
   options.parallelism = CONVGEMM_PARALLEL_ACROSS_BATCH;
   options.workspace_limit_bytes = 16;
   CHECK(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(last_error_names("workspace_limit_bytes"));
   CHECK(convgemm_conv2d_plan_create_with_options(nullptr, &options, &raw) == CONVGEMM_INVALID_ARGUMENT);
   CHECK(convgemm_conv2d_plan_create_with_options(&params, nullptr, nullptr) == CONVGEMM_INVALID_ARGUMENT);
+}
+
+TEST_CASE("C ABI: output_stores reaches the plan", "[c_api]") {
+  // A 1x1 convolution whose input and output (51 + 13 MB) outgrow the last-level cache streams y around the cache
+  // unless told to keep it cached; a small one keeps y cached unless told to stream it. The plan says which in its
+  // description, the same as the C++ plan's with the same options (planning allocates nothing).
+  convgemm_conv2d_params large;
+  REQUIRE(convgemm_conv2d_params_init(&large) == CONVGEMM_SUCCESS);
+  large.batch = 16;
+  large.in_channels = 256;
+  large.in_height = large.in_width = 56;
+  large.out_channels = 64;
+  const convgemm_conv2d_params small = example_params();
+  const std::string streamed = "non-temporal stores of y";
+  const auto description = [](const convgemm_conv2d_params& params, convgemm_output_stores stores) {
+    convgemm_execution_options options;
+    REQUIRE(convgemm_execution_options_init(&options) == CONVGEMM_SUCCESS);
+    options.threads = 2;
+    options.output_stores = stores;
+    convgemm_conv2d_plan* raw = nullptr;
+    REQUIRE(convgemm_conv2d_plan_create_with_options(&params, &options, &raw) == CONVGEMM_SUCCESS);
+    const PlanHandle plan(raw);
+    return std::string(convgemm_conv2d_describe(plan.get()));
+  };
+  const auto cpp_description = [](const convgemm_conv2d_params& p, OutputStores stores) {
+    const Conv2dParams params{.batch = p.batch,
+                              .in_channels = p.in_channels,
+                              .in_height = p.in_height,
+                              .in_width = p.in_width,
+                              .out_channels = p.out_channels,
+                              .kernel_height = p.kernel_height,
+                              .kernel_width = p.kernel_width,
+                              .stride = {p.stride_height, p.stride_width},
+                              .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
+                              .dilation = {p.dilation_height, p.dilation_width},
+                              .groups = p.groups,
+                              .has_bias = p.has_bias != 0};
+    return Conv2dPlan(params, {.threads = 2, .output_stores = stores}).describe();
+  };
+  CHECK_THAT(description(large, CONVGEMM_STORES_AUTOMATIC), Catch::Matchers::Contains(streamed));
+  CHECK_THAT(description(large, CONVGEMM_STORES_CACHED), !Catch::Matchers::Contains(streamed));
+  CHECK_THAT(description(small, CONVGEMM_STORES_AUTOMATIC), !Catch::Matchers::Contains(streamed));
+  CHECK_THAT(description(small, CONVGEMM_STORES_NON_TEMPORAL), Catch::Matchers::Contains(streamed));
+  for (const auto& [stores, cpp_stores] : {std::pair{CONVGEMM_STORES_AUTOMATIC, OutputStores::automatic},
+                                           std::pair{CONVGEMM_STORES_CACHED, OutputStores::cached},
+                                           std::pair{CONVGEMM_STORES_NON_TEMPORAL, OutputStores::non_temporal}}) {
+    CHECK(description(large, stores) == cpp_description(large, cpp_stores));
+    CHECK(description(small, stores) == cpp_description(small, cpp_stores));
+  }
 }
 
 TEST_CASE("C ABI: max and average pooling, the lecture's example", "[c_api][pool2d]") {

@@ -104,11 +104,22 @@ typedef enum convgemm_parallelism {
   CONVGEMM_PARALLELISM_MAX_ENUM = 0x7FFFFFFF
 } convgemm_parallelism;
 
-/* How a plan runs; start from convgemm_execution_options_init(). */
+/* How a convolution writes its output (y, and dx where its GEMM writes dx itself). */
+typedef enum convgemm_output_stores {
+  CONVGEMM_STORES_AUTOMATIC = 0,    /* bypass the cache where the call's input and output outgrow the last-level
+                                       cache, so that they could not all be in cache when the next layer reads them */
+  CONVGEMM_STORES_CACHED = 1,       /* ordinary stores: the output stays in cache for whatever reads it next */
+  CONVGEMM_STORES_NON_TEMPORAL = 2, /* stores that bypass the cache (streaming stores) */
+  CONVGEMM_OUTPUT_STORES_MAX_ENUM = 0x7FFFFFFF
+} convgemm_output_stores;
+
+/* How a plan runs; start from convgemm_execution_options_init(). (output_stores came in 0.2: a caller built against
+ * 0.1's header passes a shorter struct, hence the new minor version.) */
 typedef struct convgemm_execution_options {
   int32_t threads; /* as for convgemm_conv2d_plan_create */
   convgemm_parallelism parallelism;
   size_t workspace_limit_bytes; /* 0: none; else workspace sizes stay within it (or creation fails) */
+  convgemm_output_stores output_stores;
 } convgemm_execution_options;
 
 CONVGEMM_API convgemm_status convgemm_execution_options_init(convgemm_execution_options* options);

@@ -8,7 +8,7 @@ from pathlib import Path
 
 # The C ABI these declarations mirror. ctypes cannot check struct layouts or signatures against the header, so
 # the binding refuses any other major.minor: while the major version is 0, a minor release may change them.
-ABI_VERSION = (0, 1)
+ABI_VERSION = (0, 2)
 
 _SONAME = "libconvgemm.so.0"
 
