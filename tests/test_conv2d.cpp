@@ -535,6 +535,41 @@ TEST_CASE("conv2d: a 1x1 forward over whole samples reads each image in place wh
   }
 }
 
+TEST_CASE("conv2d: a 1x1 convolution keeps images of 120 pixels or more one per tile, smaller ones side by side",
+          "[conv2d]") {
+  // From 120 pixels on, each tile is one sample, its GEMMs reading x and dY in place and writing y and dx directly
+  // (forward needs no workspace); below, samples are laid side by side in the column and gather buffers. Images
+  // either side of the line (100, 119, 120, 121 pixels), ragged and whole micro-panels (144 = 3 x 48), deep and
+  // shallow channels, against the oracle in every direction; 12 samples, so that side by side they still make a tile
+  // per thread (fewer tiles than threads would cut the samples instead).
+  struct Case {
+    int64_t height, width, channels, filters;
+    bool one_per_tile;
+  };
+  const Case cases[] = {
+      {10, 10, 64, 40, false}, {7, 17, 96, 16, false}, {12, 10, 64, 40, true},
+      {11, 11, 200, 24, true}, {12, 12, 32, 72, true}, {14, 14, 300, 9, true},
+  };
+  for (const Case& c : cases) {
+    const Conv2dParams params{.batch = 12,
+                              .in_channels = c.channels,
+                              .in_height = c.height,
+                              .in_width = c.width,
+                              .out_channels = c.filters,
+                              .has_bias = true};
+    INFO(describe(params));
+    const Conv2dTester tester(params, 950 + static_cast<uint64_t>(c.height * c.width + c.channels));
+    for (const int threads : {1, 2}) {
+      const Conv2dPlan plan(params, {.threads = threads});
+      INFO(plan.describe());
+      REQUIRE_FALSE(plan.uses_im2col());
+      CHECK((plan.describe().find("tiles of 1 sample(s)") != std::string::npos) == c.one_per_tile);
+      if (c.one_per_tile) CHECK(plan.workspace_bytes(Conv2dDirection::forward) == 0);
+      tester.check(plan, threads == 2);
+    }
+  }
+}
+
 TEST_CASE("conv2d: a 1x1 backward-data streams a deep dY under few channels through the panel buffer", "[conv2d]") {
   // A 1x1 convolution's backward-data multiplies whole samples: dx = W^T * dY in one GEMM per sample. Under at most
   // 64 channels (W^T's rows) and over more than 128 filters (its depth), that GEMM copies dY micro-panel by

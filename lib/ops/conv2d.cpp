@@ -120,6 +120,13 @@ namespace {
 // A GEMM whose N (pixels) or K dimension is narrower than this runs well below the BLAS peak, so tiles are at
 // least this wide, and small images are batched side by side until they reach it.
 constexpr int64_t min_tile_pixels = 512;
+// ...except a 1x1 convolution's images of at least this many pixels (two and a half micro-panels of the GEMM
+// kernel), which stay one per tile: its GEMMs then read x and dY in place and write y and dx directly, where several
+// samples side by side are copied into the column and gather buffers and y is copied back out. ResNet-50's 1x1
+// layers at 14 x 14 (batch 16, 2 threads, /tmp harness, two rounds): forward 1024 -> 256 +15 %, 256 -> 1024 +7 %,
+// backward-data +10-15 %, backward-weights +3-5 %; at 12 x 12 (three whole micro-panels) +25-50 %; at 11 x 11 (121
+// pixels) forward +3 %, backward-data +7-12 %. At 10 x 10 the forward lost 12 % and backward-data was level.
+constexpr int64_t min_pointwise_sample_pixels = 120;
 // Splitting one sample over threads stops at tiles this narrow: below it the GEMMs cost more than they share.
 constexpr int64_t min_split_tile_pixels = 64;
 // Forward's filter blocks (see filter_blocks): at least this many filters each, cut at the GEMM kernel's micro-tile
@@ -395,7 +402,9 @@ struct Conv2dPlan::Impl {
     // The column tile (and the gathered dY of a multi-sample tile) fit in the L2 budget.
     const int64_t budget = column_tile_budget_bytes() / static_cast<int64_t>(sizeof(float));
     const int64_t max_pixels = std::max(min_tile_pixels, budget / (col_rows + group_out_channels));
-    use_weight_tiling(make_tiling(max_pixels, min_tile_pixels));
+    const bool whole_pointwise_samples = path == Path::pointwise_gemm && output_pixels >= min_pointwise_sample_pixels;
+    use_weight_tiling(make_tiling(max_pixels, whole_pointwise_samples ? std::min(min_tile_pixels, output_pixels)
+                                                                      : min_tile_pixels));
     kernels::require_blas_dimension(weight_tiling.width(), "tile width");
     const bool one_wave =
         static_cast<size_t>(weight_chunks) * float_bytes(element_count(shapes.weights)) <= max_one_wave_partials_bytes;
