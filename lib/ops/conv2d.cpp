@@ -123,9 +123,10 @@ constexpr int64_t min_tile_pixels = 512;
 // ...except a 1x1 convolution's images of at least this many pixels (two and a half micro-panels of the GEMM
 // kernel), which stay one per tile: its GEMMs then read x and dY in place and write y and dx directly, where several
 // samples side by side are copied into the column and gather buffers and y is copied back out. ResNet-50's 1x1
-// layers at 14 x 14 (batch 16, 2 threads, /tmp harness, two rounds): forward 1024 -> 256 +15 %, 256 -> 1024 +7 %,
-// backward-data +10-15 %, backward-weights +3-5 %; at 12 x 12 (three whole micro-panels) +25-50 %; at 11 x 11 (121
-// pixels) forward +3 %, backward-data +7-12 %. At 10 x 10 the forward lost 12 % and backward-data was level.
+// layers at 14 x 14 in the suite (bench_conv2d --resnet50-1x1, medians of 3 alternating runs): backward-data +3-9 %,
+// backward-weights 0-4 %, forward -1 to +3 %. A /tmp harness (batch 16, 2 threads, 1024 -> 256 and 256 -> 1024
+// channels, three rounds): 14 x 14 forward +7 %, backward-data +5-10 %; 12 x 12 (three whole micro-panels) +30 %;
+// 11 x 11 (121 pixels) forward +5-9 %, backward-data +13-19 %; 10 x 10 forward -6 to -11 %, backward-data mixed.
 constexpr int64_t min_pointwise_sample_pixels = 120;
 // Splitting one sample over threads stops at tiles this narrow: below it the GEMMs cost more than they share.
 constexpr int64_t min_split_tile_pixels = 64;
