@@ -43,6 +43,23 @@ convgemm_conv2d_params example_params() {
   return p;
 }
 
+// The C++ parameters of C's: what the C++ plan that a C plan is compared with takes (written out field by field
+// here rather than through the library's own translation, which is what the comparison checks).
+Conv2dParams cpp_params_of(const convgemm_conv2d_params& p) {
+  return {.batch = p.batch,
+          .in_channels = p.in_channels,
+          .in_height = p.in_height,
+          .in_width = p.in_width,
+          .out_channels = p.out_channels,
+          .kernel_height = p.kernel_height,
+          .kernel_width = p.kernel_width,
+          .stride = {p.stride_height, p.stride_width},
+          .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
+          .dilation = {p.dilation_height, p.dilation_width},
+          .groups = p.groups,
+          .has_bias = p.has_bias != 0};
+}
+
 }  // namespace
 
 TEST_CASE("C ABI: version, status names, params helpers", "[c_api]") {
@@ -89,18 +106,7 @@ TEST_CASE("C ABI: plan, workspace query and all four directions match the direct
     REQUIRE(convgemm_conv2d_plan_create(&cp, threads, &raw) == CONVGEMM_SUCCESS);
     PlanHandle plan(raw);
 
-    const Conv2dParams params{.batch = cp.batch,
-                              .in_channels = cp.in_channels,
-                              .in_height = cp.in_height,
-                              .in_width = cp.in_width,
-                              .out_channels = cp.out_channels,
-                              .kernel_height = cp.kernel_height,
-                              .kernel_width = cp.kernel_width,
-                              .stride = {cp.stride_height, cp.stride_width},
-                              .padding = {cp.pad_top, cp.pad_bottom, cp.pad_left, cp.pad_right},
-                              .dilation = {cp.dilation_height, cp.dilation_width},
-                              .groups = cp.groups,
-                              .has_bias = true};
+    const Conv2dParams params = cpp_params_of(cp);
     const Conv2dShapes s = conv2d_shapes(params);
     int64_t dims[4] = {};
     REQUIRE(convgemm_conv2d_output_dims(plan.get(), dims) == CONVGEMM_SUCCESS);
@@ -324,18 +330,7 @@ TEST_CASE("C ABI: build info, execution options and plan description", "[c_api]"
     REQUIRE(convgemm_conv2d_workspace_size(capped.get(), direction, &bytes) == CONVGEMM_SUCCESS);
     CHECK(bytes <= options.workspace_limit_bytes);
   }
-  const Conv2dParams cpp_params{.batch = params.batch,
-                                .in_channels = params.in_channels,
-                                .in_height = params.in_height,
-                                .in_width = params.in_width,
-                                .out_channels = params.out_channels,
-                                .kernel_height = params.kernel_height,
-                                .kernel_width = params.kernel_width,
-                                .stride = {params.stride_height, params.stride_width},
-                                .padding = {params.pad_top, params.pad_bottom, params.pad_left, params.pad_right},
-                                .dilation = {params.dilation_height, params.dilation_width},
-                                .groups = params.groups,
-                                .has_bias = true};
+  const Conv2dParams cpp_params = cpp_params_of(params);
   const Conv2dPlan cpp_plan(cpp_params, {.threads = 2,
                                          .parallelism = Parallelism::within_sample,
                                          .workspace_limit_bytes = options.workspace_limit_bytes});
@@ -381,19 +376,7 @@ TEST_CASE("C ABI: output_stores reaches the plan", "[c_api]") {
     return std::string(convgemm_conv2d_describe(plan.get()));
   };
   const auto cpp_description = [](const convgemm_conv2d_params& p, OutputStores stores) {
-    const Conv2dParams params{.batch = p.batch,
-                              .in_channels = p.in_channels,
-                              .in_height = p.in_height,
-                              .in_width = p.in_width,
-                              .out_channels = p.out_channels,
-                              .kernel_height = p.kernel_height,
-                              .kernel_width = p.kernel_width,
-                              .stride = {p.stride_height, p.stride_width},
-                              .padding = {p.pad_top, p.pad_bottom, p.pad_left, p.pad_right},
-                              .dilation = {p.dilation_height, p.dilation_width},
-                              .groups = p.groups,
-                              .has_bias = p.has_bias != 0};
-    return Conv2dPlan(params, {.threads = 2, .output_stores = stores}).describe();
+    return Conv2dPlan(cpp_params_of(p), {.threads = 2, .output_stores = stores}).describe();
   };
   CHECK_THAT(description(large, CONVGEMM_STORES_AUTOMATIC), Catch::Matchers::Contains(streamed));
   CHECK_THAT(description(large, CONVGEMM_STORES_CACHED), !Catch::Matchers::Contains(streamed));
