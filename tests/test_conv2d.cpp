@@ -341,8 +341,9 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
   // row block copies each micro-panel as it reads it, for the others, and every row block prefetches part of the next
   // one, across K blocks (depths over 256), ragged last panels (two tiles of 240 and 197 pixels per sample), depths
   // under 16 (copied after the steps), row blocks of every height, and into the next group's or tile's image. Up to
-  // 256 filters stream; 264 pack K blocks of all of the tile instead.
-  int streamed = 0;
+  // 256 filters stream; 264 pack K blocks of all of the tile instead. At most 128 filters over 128 channels or more
+  // read every micro-panel in place with every row block, and need no panel buffer.
+  int streamed = 0, read_in_place = 0;
   for (const int64_t groups : {1, 2}) {
     for (const int64_t channels : {1, 15, 16, 128, 129, 260}) {
       if (groups > 1 && channels == 1) continue;  // depthwise: the direct kernel, no GEMM
@@ -357,12 +358,18 @@ TEST_CASE("conv2d: the 1x1 forward streams its image micro-panel by micro-panel 
         INFO(describe(params));
         const Conv2dPlan plan(params, {.threads = 3, .parallelism = Parallelism::within_sample});
         REQUIRE_FALSE(plan.uses_im2col());
-        streamed += plan.workspace_bytes(Conv2dDirection::forward) > 0;  // the panel buffer: tiles within samples
+        const bool panel_buffer = plan.workspace_bytes(Conv2dDirection::forward) > 0;  // tiles are within samples
+        if (filters <= 128 && channels >= 128) {
+          read_in_place += !panel_buffer;
+        } else {
+          streamed += panel_buffer;
+        }
         Conv2dTester(params, 500 + static_cast<uint64_t>(channels * filters * groups)).check(plan, filters == 8);
       }
     }
   }
-  CHECK(streamed == 77);
+  CHECK(streamed == 47);
+  CHECK(read_in_place == 30);
 }
 
 // The pixels per tile, from describe()'s "tiles of S sample(s) x P pixels".
@@ -383,12 +390,13 @@ TEST_CASE("conv2d: tiles narrower than a micro-panel read the image and dY in pl
   // dW; caps shrink by a quarter from one thread's need down to the narrowest tiling; every plan is checked against
   // the oracle, and forward's y bit for bit against the uncapped plan's (wide tiles, panels).
   const std::vector<Conv2dParams> problems = {
-      // 1x1: K of 12 (shorter than 16 steps) and 260 (two streamed K blocks), under 8 and 72 filters (streamed
-      // panels)
+      // 1x1: K of 12 (shorter than 16 steps) under 8 and 72 filters, and 260 (two streamed K blocks) under 136 and
+      // 144, all streamed panels (fewer filters over 260 channels read them in place with no buffer, and get no
+      // narrow tiles)
       {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 8, .has_bias = true},
-      {.batch = 1, .in_channels = 260, .in_height = 11, .in_width = 13, .out_channels = 8, .has_bias = true},
+      {.batch = 1, .in_channels = 260, .in_height = 20, .in_width = 25, .out_channels = 136, .has_bias = true},
       {.batch = 1, .in_channels = 12, .in_height = 20, .in_width = 25, .out_channels = 72, .has_bias = true},
-      {.batch = 1, .in_channels = 260, .in_height = 20, .in_width = 25, .out_channels = 72},
+      {.batch = 1, .in_channels = 260, .in_height = 20, .in_width = 25, .out_channels = 144},
       // im2col: backward-data's W^T (36 rows) over dY tiles read in place
       {.batch = 1,
        .in_channels = 4,
@@ -565,6 +573,39 @@ TEST_CASE("conv2d: a 1x1 convolution keeps images of 120 pixels or more one per 
       REQUIRE_FALSE(plan.uses_im2col());
       CHECK((plan.describe().find("tiles of 1 sample(s)") != std::string::npos) == c.one_per_tile);
       if (c.one_per_tile) CHECK(plan.workspace_bytes(Conv2dDirection::forward) == 0);
+      tester.check(plan, threads == 2);
+    }
+  }
+}
+
+TEST_CASE("conv2d: a 1x1 forward over an image cut into tiles reads deep micro-panels in place under few filters",
+          "[conv2d]") {
+  // An image cut into several tiles is a B inside a wider matrix, streamed one micro-panel (48 pixels, up to 256
+  // channels deep) at a time. Under at most 128 filters over at least 128 channels every row block reads the
+  // micro-panel in place (no panel buffer: forward needs no workspace); under more filters, or over shallower images,
+  // the first row block copies it into the panel buffer for the others. Ragged row blocks (20 filters: 7 + 7 + 6) and
+  // micro-panels (1517 pixels), a second pass 44 channels deep (300 channels), bias and ReLU, against the oracle.
+  struct Case {
+    int64_t channels, filters;
+    bool in_place;
+  };
+  const Case cases[] = {{300, 20, true},   {128, 64, true},   {300, 128, true},
+                        {300, 129, false}, {127, 64, false}, {96, 20, false}};
+  for (const Case& c : cases) {
+    const Conv2dParams params{
+        .batch = 2, .in_channels = c.channels, .in_height = 37, .in_width = 41, .out_channels = c.filters,
+        .has_bias = true};
+    INFO(describe(params));
+    const Conv2dTester tester(params, 980 + static_cast<uint64_t>(c.channels + c.filters));
+    for (const int threads : {1, 2}) {
+      const Conv2dPlan plan(params, {.threads = threads, .parallelism = Parallelism::across_batch});
+      INFO(plan.describe());
+      REQUIRE_FALSE(plan.uses_im2col());
+      REQUIRE(plan.describe().find("tiles of 1 sample(s)") != std::string::npos);
+      REQUIRE(tile_pixels(plan) < 37 * 41);
+      if (runtime_info().conv_gemm_kernel != "OpenBLAS") {
+        CHECK((plan.workspace_bytes(Conv2dDirection::forward) == 0) == c.in_place);
+      }
       tester.check(plan, threads == 2);
     }
   }

@@ -47,6 +47,20 @@ constexpr int64_t streamed_max_transposed_rows = 64;
 // over the 256 channels of r50_1x1a (its forward +3-4 %, medians of 5-9 alternating runs in three A/Bs; 192 + 64
 // level), though its 48 KiB micro-panel then shares L1 with A's rows and C.
 constexpr int64_t stream_depth_block = 2 * k_block;
+// The most rows of W (16 row blocks) under which every row block reads a streamed micro-panel of at least k_block
+// rows in place, rather than the first copying it into the panel buffer for the others (see
+// multiply_streamed_panels). Such a micro-panel (24-48 KiB) does not stay in L1 beside A's rows and the next
+// micro-panel's prefetched rows either way, so the others read the copy from L2 as they would the image; the copy is
+// then the cost, and it weighs most where it is shared by fewest row blocks. The forward of a 1x1 convolution, batch
+// 16, 2 threads: r50_1x1a (64 filters over 256 channels at 56x56) 408 -> 420 GFLOP/s in the suite (medians of ten
+// rounds, the two libraries alternating, ahead in every round); in a /tmp harness (three rounds each, buffers not
+// page-aligned) 64 filters over 192 channels +1.5 %, over 512 at 28x28 +2 %, over 1024 at 28x28 +4 %, 32 filters
+// over 256 +5 %, 128 filters +1-2 %; 256 filters level (copied); a micro-panel of 64 rows (64 channels) lost 1.5 %
+// (copied). Not for backward-data's W^T, whose in-place loop does not interleave the stream (see micro_tile).
+constexpr int64_t in_place_max_rows = 128;
+constexpr bool reads_panels_in_place(int64_t m, int64_t k, bool transposed) {
+  return !transposed && m <= in_place_max_rows && k >= k_block;
+}
 // Whether B is read in place (see conv_gemm_row_padding).
 constexpr bool b_is_compact(int64_t n, int64_t ldb) { return ldb - n <= conv_gemm_row_padding; }
 // Whether A (W, or W^T when transposed) is short enough for the streamed order (the limits above).
@@ -419,7 +433,9 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 // or streamed_max_transposed_rows of W^T (a tile of dY, or a 1x1 convolution's whole-sample dY): one micro-panel at a
 // time, K blocks outermost. The first row block reads the micro-panel in place and
 // stores each row it loads into the panel buffer, which the other row blocks then read (from L1 and L2, with the
-// buffer's one stride rather than the image's, whose rows are thousands of bytes apart); meanwhile every row block
+// buffer's one stride rather than the image's, whose rows are thousands of bytes apart); without a panel buffer
+// (reads_panels_in_place: a deep micro-panel under few row blocks) every row block reads it in place. Meanwhile every
+// row block
 // asks for its share of the next micro-panel's rows, one every prefetch_every steps, so that B streams from memory
 // while the FMAs run and the in-place reads find it in cache. The last micro-panel asks for the first of the caller's
 // next GEMM (next_b). r50_1x1a's forward GEMM alone, one thread: 166 -> 200 GFLOP/s against copying the next
@@ -428,6 +444,7 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                               int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panel_buffer,
                               const Blocks& row_blocks, const float* next_b) {
+  const bool every_row_block_in_place = panel_buffer == nullptr;
   const int64_t panels_per_block = (n + column_block - 1) / column_block;
   const int64_t panel_count = (k + stream_depth_block - 1) / stream_depth_block * panels_per_block;
   struct Panel {
@@ -449,8 +466,8 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
       // Row block i's share of the next micro-panel's rows: [i * kc / count, (i + 1) * kc / count).
       const int64_t prefetch_begin = i * next.kc / row_blocks.count;
       const int64_t prefetch_end = (i + 1) * next.kc / row_blocks.count;
-      const bool in_place = i == 0;  // and copies the micro-panel for the others
-      const PanelStream stream{.copy_to = in_place ? panel_buffer : nullptr,
+      const bool in_place = i == 0 || every_row_block_in_place;
+      const PanelStream stream{.copy_to = in_place && !every_row_block_in_place ? panel_buffer : nullptr,
                                .prefetch_from = next.b == nullptr ? nullptr : next.b + prefetch_begin * ldb,
                                .prefetch_rows = prefetch_end - prefetch_begin,
                                .ldb = ldb};
@@ -474,7 +491,8 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // (576) +5-8 %, r50_3x3a (576) +3-6 %, r50_3x3b +5 %, r50_c1 (147) level to +5 % (2 threads, medians of 3-7
 // alternating runs, in two A/Bs). Not for backward-data's W^T over a deep dY (r50_3x3d, K = 512: 0.95x).
 // A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: under a short A (see
-// packs_panel_at_a_time) by multiply_streamed_panels, one micro-panel at a time. Taller A (backward-data's W^T,
+// packs_panel_at_a_time) by multiply_streamed_panels, one micro-panel at a time (or not copied at all, see
+// reads_panels_in_place). Taller A (backward-data's W^T,
 // hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer in L1) packs the whole K block
 // (it stays in L2), and then row blocks are outermost: each 8-row block of C is written left to right, a few long
 // runs, instead of every row of C taking a 192-byte piece per panel. A compact B under a short W^T deeper than one K
@@ -483,7 +501,8 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // data: +8-10 % (2 threads, medians of 15 calls, three rounds of both; 0.92x in a harness whose buffers were exact
 // page multiples, which no other layout repeated).
 // Without a panel buffer (a tile narrower than a micro-panel under a tight workspace cap, tiles of several samples), a
-// B inside a wider matrix is read in place by every row block, in the K blocks the panel loops would take. (Every K
+// B inside a wider matrix that is not streamed in place is read in place by every row block, in the K blocks the
+// panel loops would take. (Every K
 // block after the first starts from C, so C gets the sums of one pass in any case.)
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
@@ -491,8 +510,9 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   const bool transposed = acs != 1;  // backward-data's W^T
   const bool compact = b_is_compact(n, ldb);
   const Blocks row_blocks = gemm_row_blocks(m);
-  if (panels != nullptr && streams_panels(m, k, transposed, compact)) {
-    return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, panels, row_blocks, next_b);
+  if (streams_panels(m, k, transposed, compact) && (panels != nullptr || reads_panels_in_place(m, k, transposed))) {
+    return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue,
+                                    reads_panels_in_place(m, k, transposed) ? nullptr : panels, row_blocks, next_b);
   }
   const bool pack = !compact && panels != nullptr;
   const bool one_pass = compact && !transposed;  // forward's W over a column tile
@@ -830,7 +850,7 @@ int64_t conv_gemm_panel_floats(Transpose transpose_a, int64_t m, int64_t n, int6
   // none unless it streams.
   const bool transposed = transpose_a == Transpose::yes, compact = b_is_compact(n, ldb);
   const int64_t streamed = std::min(k, stream_depth_block) * panel;
-  if (streams_panels(m, k, transposed, compact)) return streamed;
+  if (streams_panels(m, k, transposed, compact)) return reads_panels_in_place(m, k, transposed) ? 0 : streamed;
   if (compact) return 0;
   return std::max(streamed, std::min(k, k_block) * ((n + panel - 1) / panel) * panel);
 #else

@@ -579,7 +579,8 @@ struct Conv2dPlan::Impl {
   // 1x1 convolution, backward-data's dY under im2col, when a sample is cut into several tiles; and for a 1x1
   // convolution's backward-data, which multiplies whole samples (see backward_data_item) and streams a deep dY under
   // few channels. Not for tiles narrower than one micro-panel (a tight workspace cap), where it would outgrow the
-  // tile: those GEMMs read their B in place.
+  // tile: those GEMMs read their B in place; nor where the GEMM reads every micro-panel in place anyway (at most 128
+  // filters over 128 channels or more, see conv_gemm_panel_floats).
   // Backward-weights' panel kernel packs one micro-panel of the column tile's transpose, as deep as the tile is
   // wide (the largest channel block decides: fewer columns of dW never need more).
   size_t panel_bytes(Conv2dDirection direction) const {
