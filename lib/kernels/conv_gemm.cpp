@@ -431,13 +431,12 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 
 // A B inside a wider matrix under at most streamed_max_rows rows of A (a 1x1 convolution's image under its filters),
 // or streamed_max_transposed_rows of W^T (a tile of dY, or a 1x1 convolution's whole-sample dY): one micro-panel at a
-// time, K blocks outermost. The first row block reads the micro-panel in place and
-// stores each row it loads into the panel buffer, which the other row blocks then read (from L1 and L2, with the
-// buffer's one stride rather than the image's, whose rows are thousands of bytes apart); without a panel buffer
-// (reads_panels_in_place: a deep micro-panel under few row blocks) every row block reads it in place. Meanwhile every
-// row block
-// asks for its share of the next micro-panel's rows, one every prefetch_every steps, so that B streams from memory
-// while the FMAs run and the in-place reads find it in cache. The last micro-panel asks for the first of the caller's
+// time, K blocks outermost. The first row block reads the micro-panel in place and stores each row it loads into the
+// panel buffer, which the other row blocks then read (from L1 and L2, with the buffer's one stride rather than the
+// image's, whose rows are thousands of bytes apart); without a panel buffer (reads_panels_in_place: a deep
+// micro-panel under few row blocks) every row block reads it in place. Meanwhile every row block asks for its share
+// of the next micro-panel's rows, one every prefetch_every steps, so that B streams from memory while the FMAs run
+// and the in-place reads find it in cache. The last micro-panel asks for the first of the caller's
 // next GEMM (next_b). r50_1x1a's forward GEMM alone, one thread: 166 -> 200 GFLOP/s against copying the next
 // micro-panel in a share of rows per row block, with separate loads, its rows asked into L2 three micro-panels ahead
 // and into L1 three rows ahead of the copy (/tmp harnesses; 200-217 with the micro-panel already packed in L2).
@@ -492,18 +491,17 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
 // alternating runs, in two A/Bs). Not for backward-data's W^T over a deep dY (r50_3x3d, K = 512: 0.95x).
 // A B inside a wider matrix (a 1x1 convolution's image, dY) is copied into micro-panels first: under a short A (see
 // packs_panel_at_a_time) by multiply_streamed_panels, one micro-panel at a time (or not copied at all, see
-// reads_panels_in_place). Taller A (backward-data's W^T,
-// hundreds of rows: level to -5 % one panel at a time, the micro-panel's C no longer in L1) packs the whole K block
-// (it stays in L2), and then row blocks are outermost: each 8-row block of C is written left to right, a few long
-// runs, instead of every row of C taking a 192-byte piece per panel. A compact B under a short W^T deeper than one K
-// block (a 1x1 convolution's whole-sample dY under at most 64 channels) streams too: read in place one K block of 128
-// rows at a time, C (dx) was written, read back and written again. ResNet-50's 64 <- 256 channels at 56x56, backward-
+// reads_panels_in_place). Taller A (backward-data's W^T, hundreds of rows: level to -5 % one panel at a time, the
+// micro-panel's C no longer in L1) packs the whole K block (it stays in L2), and then row blocks are outermost: each
+// 8-row block of C is written left to right, a few long runs, instead of every row of C taking a 192-byte piece per
+// panel. A compact B under a short W^T deeper than one K block (a 1x1 convolution's whole-sample dY under at most 64
+// channels) streams too: read in place one K block of 128 rows at a time, C (dx) was written, read back and written
+// again. ResNet-50's 64 <- 256 channels at 56x56, backward-
 // data: +8-10 % (2 threads, medians of 15 calls, three rounds of both; 0.92x in a harness whose buffers were exact
 // page multiples, which no other layout repeated).
 // Without a panel buffer (a tile narrower than a micro-panel under a tight workspace cap, tiles of several samples), a
 // B inside a wider matrix that is not streamed in place is read in place by every row block, in the K blocks the
-// panel loops would take. (Every K
-// block after the first starts from C, so C gets the sums of one pass in any case.)
+// panel loops would take. (Every K block after the first starts from C, so C gets the sums of one pass in any case.)
 void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                       int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panels,
                       const float* next_b) {

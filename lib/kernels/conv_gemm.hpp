@@ -9,11 +9,11 @@
 // B that is part of a wider matrix (a 1x1 convolution's image, a tile of dY) is first copied into the caller's panel
 // buffer: under at most 256 rows of W or 64 of W^T one micro-panel at a time, by the first row block's micro-tile as
 // it reads it in place (one buffer), else one K block at a time; except under at most 128 rows of W over K >= 128,
-// where every row block reads each micro-panel in place (no buffer: the copy cost more than it saved). Deeper K, and backward-data beyond 512 rows of W^T
-// over more than one K block, stay with OpenBLAS (faster there, see conv_gemm.cpp); forward lowers deeper column
-// matrices in blocks of at most conv_gemm_depth_block rows and adds the blocks' products. CPUs without AVX-512 F get
-// OpenBLAS and a separate epilogue pass; so does everything when CONVGEMM_KERNELS=portable is set in the environment
-// (the tests run both).
+// where every row block reads each micro-panel in place (no buffer: the copy cost more than it saved). Deeper K, and
+// backward-data beyond 512 rows of W^T over more than one K block, stay with OpenBLAS (faster there, see
+// conv_gemm.cpp); forward lowers deeper column matrices in blocks of at most conv_gemm_depth_block rows and adds the
+// blocks' products. CPUs without AVX-512 F get OpenBLAS and a separate epilogue pass; so does everything when
+// CONVGEMM_KERNELS=portable is set in the environment (the tests run both).
 #pragma once
 
 #include "kernels/gemm.hpp"
