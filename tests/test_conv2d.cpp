@@ -584,7 +584,7 @@ TEST_CASE("conv2d: a 1x1 forward over an image cut into tiles reads deep micro-p
   // channels deep) at a time. Under at most 128 filters over at least 128 channels every row block reads the
   // micro-panel in place (no panel buffer: forward needs no workspace); under more filters, or over shallower images,
   // the first row block copies it into the panel buffer for the others. Ragged row blocks (20 filters: 7 + 7 + 6) and
-  // micro-panels (1517 pixels), a second pass 44 channels deep (300 channels), bias and ReLU, against the oracle.
+  // micro-panels (1517 pixels), a second pass 44 channels deep (300 channels), with a bias, against the oracle.
   struct Case {
     int64_t channels, filters;
     bool in_place;

@@ -443,7 +443,6 @@ CONVGEMM_AVX512 void pack_panels(int64_t kc, int64_t n, const float* b, int64_t 
 void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
                               int64_t ldb, float* c, int64_t ldc, const GemmEpilogue& epilogue, float* panel_buffer,
                               const Blocks& row_blocks, const float* next_b) {
-  const bool every_row_block_in_place = panel_buffer == nullptr;
   const int64_t panels_per_block = (n + column_block - 1) / column_block;
   const int64_t panel_count = (k + stream_depth_block - 1) / stream_depth_block * panels_per_block;
   struct Panel {
@@ -465,8 +464,10 @@ void multiply_streamed_panels(int64_t n, int64_t k, const float* a, int64_t ars,
       // Row block i's share of the next micro-panel's rows: [i * kc / count, (i + 1) * kc / count).
       const int64_t prefetch_begin = i * next.kc / row_blocks.count;
       const int64_t prefetch_end = (i + 1) * next.kc / row_blocks.count;
-      const bool in_place = i == 0 || every_row_block_in_place;
-      const PanelStream stream{.copy_to = in_place && !every_row_block_in_place ? panel_buffer : nullptr,
+      // The first row block copies the micro-panel for the others where there is a buffer; without one, all read it
+      // in place.
+      const bool in_place = i == 0 || panel_buffer == nullptr;
+      const PanelStream stream{.copy_to = i == 0 ? panel_buffer : nullptr,
                                .prefetch_from = next.b == nullptr ? nullptr : next.b + prefetch_begin * ldb,
                                .prefetch_rows = prefetch_end - prefetch_begin,
                                .ldb = ldb};
@@ -508,9 +509,10 @@ void conv_gemm_avx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t a
   const bool transposed = acs != 1;  // backward-data's W^T
   const bool compact = b_is_compact(n, ldb);
   const Blocks row_blocks = gemm_row_blocks(m);
-  if (streams_panels(m, k, transposed, compact) && (panels != nullptr || reads_panels_in_place(m, k, transposed))) {
-    return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue,
-                                    reads_panels_in_place(m, k, transposed) ? nullptr : panels, row_blocks, next_b);
+  const bool streams_in_place = reads_panels_in_place(m, k, transposed);
+  if (streams_panels(m, k, transposed, compact) && (panels != nullptr || streams_in_place)) {
+    return multiply_streamed_panels(n, k, a, ars, acs, b, ldb, c, ldc, epilogue, streams_in_place ? nullptr : panels,
+                                    row_blocks, next_b);
   }
   const bool pack = !compact && panels != nullptr;
   const bool one_pass = compact && !transposed;  // forward's W over a column tile
